@@ -1,0 +1,21 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both run setup first.
+.PHONY: setup demo test lint bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/calico-lens demo
+
+test: setup
+	.venv/bin/ruff check exporter tests bench
+	.venv/bin/python -m pytest -q tests
+
+lint: setup
+	.venv/bin/ruff check exporter tests bench
+
+bench: setup
+	.venv/bin/python bench/bench_replay.py
+
+clean:
+	rm -rf .venv build *.egg-info exporter/*.egg-info .pytest_cache

@@ -1,0 +1,3 @@
+from calico_lens.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""The node agent: sources → pipeline → tables, metadata from Kubernetes (or a snapshot), HTTP."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+
+import yaml
+from prometheus_client.registry import CollectorRegistry
+
+from calico_lens.config import Config, ConfigError, split_address
+from calico_lens.kube.metadata import MetadataStore
+from calico_lens.metrics.collector import LensCollector
+from calico_lens.pipeline import FlowPipeline
+from calico_lens.server import serve
+from calico_lens.sources.base import Source
+from calico_lens.sources.kmsg import KmsgSource
+from calico_lens.sources.stdin import StdinSource
+from calico_lens.sources.tail import FileTail
+
+log = logging.getLogger(__name__)
+QUEUE_BATCHES = 64  # bounded hand-over: a slow pipeline slows the readers, never grows memory
+
+
+def load_snapshot(store: MetadataStore, path: str) -> int:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            docs = [d for d in yaml.safe_load_all(fh) if d]
+    except OSError as e:
+        raise ConfigError(f"snapshot: cannot read {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"snapshot: {path} is not valid YAML: {e}") from None
+    if not docs or not all(isinstance(d, dict) for d in docs):
+        raise ConfigError(f"snapshot: {path} must hold a Kubernetes List (kubectl get ... -o yaml)")
+    items: list[dict] = []
+    for d in docs:
+        items.extend((d.get("items") or []) if str(d.get("kind", "")).endswith("List") else [d])
+    return store.load_list({"kind": "List", "items": items})
+
+
+class Agent:
+    def __init__(self, cfg: Config, store: MetadataStore | None = None):
+        self.cfg = cfg
+        self.store = store or MetadataStore()
+        self.pipeline = FlowPipeline(cfg, self.store)
+        self.watcher = None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(LensCollector(self.pipeline, self.store, self._restarts))
+        self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue(QUEUE_BATCHES)
+        self._sources: list[Source] = []
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self.httpd = None
+
+    def _restarts(self) -> dict[str, int]:
+        return dict(self.watcher.restarts) if self.watcher else {}
+
+    def ready(self) -> tuple[bool, str]:
+        if self.watcher is None:
+            return True, "ready (static snapshot)" if self.cfg.snapshot else "ready (no Kubernetes metadata)"
+        if self.watcher.required_synced():
+            return True, "ready"
+        missing = [r.key for r in self.watcher.resources if not r.optional and r.key not in self.store.synced]
+        return False, "waiting for the first Kubernetes sync of: " + ", ".join(missing)
+
+    def _sink(self, source: str, text: str) -> None:
+        self._queue.put((source, text))
+
+    def _error(self, source: str, reason: str, n: int) -> None:
+        self.pipeline.source_error(source, reason, n)
+        if reason == "line_too_long":
+            self.pipeline.count_input(source, "malformed", n)
+
+    def make_source(self, spec: str) -> Source:
+        if spec == "kmsg":
+            return KmsgSource(self._sink, self._error)
+        if spec == "stdin":
+            return StdinSource(self._sink, self._error)
+        if spec.startswith("file:"):
+            return FileTail(spec[5:], self._sink, self._error)
+        raise ConfigError(f"sources: {spec!r} is not a source")
+
+    def start(self, kube: bool = True) -> None:
+        if self.cfg.snapshot:
+            n = load_snapshot(self.store, self.cfg.snapshot)
+            log.info("loaded %d Kubernetes objects from %s", n, self.cfg.snapshot)
+        elif kube:
+            from calico_lens.kube.watch import KubeWatcher, api_client
+
+            self.watcher = KubeWatcher(self.store, api_client(self.cfg.kubeconfig))
+            self.watcher.start()
+        host, port = split_address(self.cfg.metrics_address)
+        self.httpd = serve(host, port, self.registry, self.ready)
+        self._spawn(self._work, "pipeline")
+        self._spawn(self._housekeeping, "housekeeping")
+        for spec in self.cfg.sources:
+            src = self.make_source(spec)
+            self._sources.append(src)
+            self._spawn(self._run_source(src), f"source-{spec}")
+        log.info("serving http://%s:%d/metrics; sources: %s", host, port, ", ".join(self.cfg.sources) or "none")
+
+    def _spawn(self, target, name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _run_source(self, src: Source):
+        def run() -> None:
+            try:
+                src.run()
+            except Exception as e:  # a failing source is reported, the others go on
+                self.pipeline.source_error(src.name, "failed", 1)
+                log.error("source %s stopped: %s", src.name, e)
+        return run
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                self.pipeline.process(*item)
+            except Exception:  # never lose the thread; the batch is reported, not silently dropped
+                log.exception("pipeline failed on a batch from %s", item[0])
+                self.pipeline.source_error(item[0], "pipeline_error", 1)
+
+    def _housekeeping(self) -> None:
+        interval = min(60.0, max(1.0, self.cfg.series_ttl / 10)) if self.cfg.series_ttl else 60.0
+        while not self._stop.wait(interval):
+            self.pipeline.expire()
+
+    def drain(self, timeout: float = 5.0) -> None:
+        """Wait until the queue is empty (for tests and clean shutdown)."""
+        end = time.monotonic() + timeout
+        while not self._queue.empty() and time.monotonic() < end:
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for s in self._sources:
+            s.stop()
+        if self.watcher:
+            self.watcher.stop()
+        self._queue.put(None)
+        if self.httpd:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+    def run_forever(self) -> int:
+        done = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: done.set())
+        done.wait()
+        log.info("stopping")
+        self.stop()
+        return 0

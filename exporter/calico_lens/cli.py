@@ -1,0 +1,117 @@
+"""The ``calico-lens`` command: agent, replay and demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from calico_lens import __version__
+from calico_lens.config import ConfigError, load
+
+DESCRIPTION = """\
+calico-lens turns the packet log lines of Calico log-action policies into labelled Prometheus
+metrics, with Kubernetes context (namespace, workload, kind) and policy context (policy, tier,
+verdict).
+
+Start here:
+  calico-lens demo                      a made-up cluster with traffic; prints the URLs to open
+  calico-lens replay /var/log/kern.log  count the flows in a copied log, print the metrics
+  calico-lens agent --source kmsg       the node daemon (what the Helm chart runs)
+
+Every flag also has a config-file key and an environment variable: --log-prefix is
+log_prefix in the YAML file and CALICO_LENS_LOG_PREFIX in the environment.
+"""
+
+
+def _common(p: argparse.ArgumentParser, sources: bool = True) -> None:
+    p.add_argument("--config", metavar="FILE", help="YAML file of settings (keys as in the README)")
+    p.add_argument("--snapshot", metavar="FILE",
+                   help="Kubernetes objects as `kubectl get pods,services,namespaces,nodes,networkpolicies,"
+                        "networksets,globalnetworksets,... -A -o yaml` prints them; used instead of the API")
+    p.add_argument("--log-prefix", metavar="TEMPLATE",
+                   help="FelixConfiguration logPrefix: %%t tier, %%k kind, %%n name, %%p namespace/name "
+                        "(default: calico-packet)")
+    p.add_argument("--source-granularity", choices=("namespace", "workload", "pod"),
+                   help="how finely the source side is labelled (default: workload)")
+    p.add_argument("--destination-granularity", choices=("namespace", "workload", "pod"),
+                   help="how finely the destination side is labelled (default: workload)")
+    p.add_argument("--max-series", type=int, metavar="N", help="series cap per metric (default: 20000)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    if sources:
+        p.add_argument("--source", action="append", dest="sources", metavar="SPEC",
+                       help="where flow lines come from: kmsg, stdin or file:PATH (repeatable)")
+        p.add_argument("--metrics-address", metavar="HOST:PORT",
+                       help="where /metrics, /healthz and /readyz are served (default: 127.0.0.1:9808)")
+        p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig outside a cluster (default: in-cluster)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="calico-lens", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"calico-lens {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    agent = sub.add_parser("agent", help="run the node daemon: read flow logs, serve /metrics",
+                           description="Read flow log sources, keep Kubernetes metadata, serve /metrics, "
+                                       "/healthz and /readyz (ready after the first metadata sync).")
+    _common(agent)
+
+    replay = sub.add_parser("replay", help="count the flows in log files and print the metrics",
+                            description="Read log files to the end (- for stdin), then print the Prometheus "
+                                        "text exposition of everything counted. Nothing is served.")
+    _common(replay, sources=False)
+    replay.add_argument("logs", nargs="+", metavar="LOG", help="log file (kern.log, dmesg output, ...) or -")
+
+    demo = sub.add_parser("demo", help="run a made-up cluster with generated traffic through the real agent",
+                          description="Start the agent on a built-in cluster snapshot with a traffic generator "
+                                      "writing realistic Calico LOG lines, and a real Prometheus scraping it "
+                                      "when one is installed (make setup installs it).")
+    demo.add_argument("--metrics-address", metavar="HOST:PORT", default="127.0.0.1:9808")
+    demo.add_argument("--prometheus-port", type=int, default=9090, metavar="PORT")
+    demo.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
+    demo.add_argument("--rate", type=float, default=200.0, metavar="LINES_PER_S", help="generated lines per second")
+    demo.add_argument("--duration", type=float, default=0.0, metavar="SECONDS", help="stop after this long (0: Ctrl-C)")
+    return parser
+
+
+_SETTINGS = ("snapshot", "log_prefix", "source_granularity", "destination_granularity", "max_series",
+             "log_level", "sources", "metrics_address", "kubeconfig")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in _SETTINGS if getattr(args, k, None) is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "demo":
+            from calico_lens.demo.run import run_demo
+
+            return run_demo(args)
+        cfg = load(getattr(args, "config", None) or "", overrides=_overrides(args))
+        logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if args.command == "replay":
+            from calico_lens.replay import replay
+
+            return replay(cfg, args.logs)
+        from calico_lens.agent import Agent
+
+        if not cfg.sources:
+            cfg.sources = ["kmsg"]
+        agent = Agent(cfg)
+        agent.start()
+        return agent.run_forever()
+    except ConfigError as e:
+        print(f"calico-lens: configuration error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"calico-lens: {e}", file=sys.stderr)
+        return 1

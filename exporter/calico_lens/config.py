@@ -1,0 +1,167 @@
+"""One configuration, from a YAML file, environment variables and flags (in rising precedence).
+
+Every setting has a YAML key, an environment variable ``CALICO_LENS_<KEY>`` and (for the ones an
+operator changes often) a flag. A bad value stops the program before it serves, with a message
+that names the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import yaml
+
+from calico_lens.parse.prefix import PrefixMatcher, TemplateError
+
+GRANULARITIES = ("namespace", "workload", "pod")
+ENV_PREFIX = "CALICO_LENS_"
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message says which, what it was and what is allowed."""
+
+
+@dataclass
+class Config:
+    log_prefix: str = "calico-packet"  # FelixConfiguration logPrefix (%t %k %n %p)
+    sources: list[str] = field(default_factory=list)  # kmsg | file:PATH | stdin
+    metrics_address: str = "127.0.0.1:9808"
+    snapshot: str = ""  # static Kubernetes objects instead of the API server
+    kubeconfig: str = ""  # empty: in-cluster config, else ~/.kube/config
+    source_granularity: str = "workload"
+    destination_granularity: str = "workload"
+    max_series: int = 20000  # per metric, the overflow series included
+    series_ttl: float = 3600.0  # seconds an idle series lives; 0 keeps them forever
+    interface_prefix: str = "cali"  # FelixConfiguration interfacePrefix
+    external_by_ip: bool = False  # name public/private endpoints by IP (high cardinality!)
+    enrich_cache_size: int = 200000  # distinct raw flow keys remembered between batches
+    batch_lines: int = 20000  # most lines handed to the pipeline at once
+    log_level: str = "info"
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}
+_ADDRESS = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.\-]*):(\d{1,5})$")
+
+
+def _duration(name: str, value: Any) -> float:
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ConfigError(f"{name}: {value!r} is not a duration; use seconds or a number with ms/s/m/h, e.g. 30m")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _int(name: str, value: Any, low: int) -> int:
+    try:
+        n = int(str(value))
+    except ValueError:
+        raise ConfigError(f"{name}: {value!r} is not a whole number (at least {low})") from None
+    if n < low:
+        raise ConfigError(f"{name}: {n} is too small; it must be at least {low}")
+    return n
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}: {value!r} is not a boolean; use true or false")
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    text = str(value).strip().lower()
+    if text not in allowed:
+        raise ConfigError(f"{name}: {value!r} is not allowed; use one of {', '.join(allowed)}")
+    return text
+
+
+def validate_source(spec: str) -> str:
+    if spec in ("kmsg", "stdin") or (spec.startswith("file:") and len(spec) > 5):
+        return spec
+    raise ConfigError(
+        f"sources: {spec!r} is not a source; use kmsg, stdin or file:PATH (forward:HOST:PORT comes later)"
+    )
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name in ("source_granularity", "destination_granularity"):
+        return _choice(name, value, GRANULARITIES)
+    if name == "log_level":
+        return _choice(name, value, ("debug", "info", "warning", "error"))
+    if name == "max_series":
+        return _int(name, value, 2)
+    if name in ("enrich_cache_size", "batch_lines"):
+        return _int(name, value, 1)
+    if name == "series_ttl":
+        return _duration(name, value)
+    if name == "external_by_ip":
+        return _bool(name, value)
+    if name == "sources":
+        items = value if isinstance(value, list) else [s for s in str(value).split(",") if s.strip()]
+        return [validate_source(str(s).strip()) for s in items]
+    if name == "metrics_address":
+        text = str(value)
+        m = _ADDRESS.match(text)
+        if not m or not 0 < int(m.group(2)) < 65536:
+            raise ConfigError(f"metrics_address: {text!r} is not HOST:PORT (e.g. 127.0.0.1:9808 or :9808)")
+        return text
+    if name == "log_prefix":
+        try:
+            PrefixMatcher(str(value))
+        except TemplateError as e:
+            raise ConfigError(f"log_prefix: {e}") from None
+        return str(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{name}: {value!r} must be a string")
+    return value
+
+
+def load(path: str = "", env: dict[str, str] | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults < YAML file < environment < overrides (flags). Raises ConfigError."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    known = Config.keys()
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                doc = yaml.safe_load(fh)
+        except OSError as e:
+            raise ConfigError(f"config file {path}: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path}: not valid YAML: {e}") from None
+        if doc is None:
+            doc = {}
+        if not isinstance(doc, dict):
+            raise ConfigError(f"config file {path}: the top level must be a mapping of settings")
+        for k, v in doc.items():
+            key = str(k).replace("-", "_")
+            if key not in known:
+                raise ConfigError(f"config file {path}: unknown setting {k!r}; known settings: {', '.join(known)}")
+            values[key] = v
+    for key in known:
+        var = ENV_PREFIX + key.upper()
+        if var in env and env[var] != "":
+            values[key] = env[var]
+    for key, v in (overrides or {}).items():
+        if v is not None and v != []:
+            values[key] = v
+    cfg = Config()
+    for key, v in values.items():
+        setattr(cfg, key, _coerce(key, v))
+    return cfg
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)

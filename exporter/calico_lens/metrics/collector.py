@@ -1,0 +1,86 @@
+"""The prometheus_client collector: builds metric families from our tables at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from calico_lens import __version__
+from calico_lens.kube.metadata import MetadataStore
+from calico_lens.kube.resources import RESOURCES
+from calico_lens.metrics import names
+from calico_lens.pipeline import FlowPipeline
+
+
+class LensCollector(Collector):
+    def __init__(self, pipeline: FlowPipeline, store: MetadataStore,
+                 watch_restarts: Callable[[], dict[str, int]] | None = None):
+        self.pipeline = pipeline
+        self.store = store
+        self.watch_restarts = watch_restarts or (lambda: {})
+
+    def collect(self) -> Iterator[Metric]:
+        p = self.pipeline
+        for table in p.tables:
+            fam = CounterMetricFamily(table.name, "Logged flows by source, destination, port, "
+                                      "protocol, policy and verdict.", labels=table.labels)
+            for key, value in table.snapshot():
+                fam.add_metric(key, value)
+            yield fam
+
+        inputs = CounterMetricFamily(names.INPUT_LINES, "Input lines (or records) by source and result: "
+                                     "parsed, ignored (not a flow), malformed.", labels=names.INPUT_LABELS)
+        counts = dict(p.inputs)
+        for source in sorted({s for s, _ in counts}):
+            for result in names.RESULTS:
+                inputs.add_metric((source, result), counts.get((source, result), 0))
+        yield inputs
+
+        errors = CounterMetricFamily(names.SOURCE_ERRORS, "Source problems (overruns, cut lines, "
+                                     "read errors), by source and reason.", labels=("source", "reason"))
+        for (source, reason), n in sorted(p.source_errors.items()):
+            errors.add_metric((source, reason), n)
+        yield errors
+
+        series = GaugeMetricFamily(names.SERIES, "Series held per metric.", labels=("metric",))
+        overflow = CounterMetricFamily(names.SERIES_OVERFLOW, "Events folded into the __overflow__ "
+                                       "series because the series cap was reached.", labels=("metric",))
+        expired = CounterMetricFamily(names.SERIES_EXPIRED, "Series removed because they were idle past "
+                                      "the TTL or their pod was deleted.", labels=("metric",))
+        for table in p.tables:
+            metric = table.name + "_total"
+            series.add_metric((metric,), len(table))
+            overflow.add_metric((metric,), table.overflowed)
+            expired.add_metric((metric,), table.expired)
+        yield series
+        yield overflow
+        yield expired
+
+        objects = GaugeMetricFamily(names.KUBE_OBJECTS, "Kubernetes objects in the metadata cache.",
+                                    labels=("resource",))
+        synced = GaugeMetricFamily(names.KUBE_SYNCED, "1 once the resource was listed successfully.",
+                                   labels=("resource",))
+        counts_by_res = self.store.counts()
+        for r in RESOURCES:
+            objects.add_metric((r.key,), counts_by_res.get(r.key, 0))
+            synced.add_metric((r.key,), 1 if r.key in self.store.synced else 0)
+        yield objects
+        yield synced
+
+        restarts = CounterMetricFamily(names.KUBE_WATCH_RESTARTS, "Watches restarted (410 Gone, errors, "
+                                       "dropped connections), by resource.", labels=("resource",))
+        got = self.watch_restarts()
+        for r in RESOURCES:
+            restarts.add_metric((r.key,), got.get(r.key, 0))
+        yield restarts
+
+        ev = CounterMetricFamily(names.ENRICH_CACHE_EVICTIONS, "Enrichment cache entries dropped to stay "
+                                 "within enrich_cache_size.")
+        ev.add_metric((), p.enricher.evictions)
+        yield ev
+
+        info = GaugeMetricFamily(names.BUILD_INFO, "calico-lens build information.", labels=("version",))
+        info.add_metric((__version__,), 1)
+        yield info

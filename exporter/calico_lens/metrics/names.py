@@ -1,0 +1,54 @@
+"""The one source of truth for metric and label names.
+
+Dashboards, alert rules and tests import these names instead of retyping them, so a rename
+cannot drift. Names are a contract with operators: change them only with a migration note.
+"""
+
+PREFIX = "calico_lens"
+
+# Flow metrics.
+FLOWS = f"{PREFIX}_flows"  # exposed as calico_lens_flows_total (counter)
+FLOW_LABELS: tuple[str, ...] = (
+    "source_namespace",
+    "source_workload",
+    "source_kind",
+    "destination_namespace",
+    "destination_workload",
+    "destination_kind",
+    "destination_port",
+    "protocol",
+    "action",
+    "policy",
+    "tier",
+    "direction",
+)
+
+# Self-metrics.
+INPUT_LINES = f"{PREFIX}_input_lines"  # _total{source, result}
+INPUT_LABELS: tuple[str, ...] = ("source", "result")
+RESULTS: tuple[str, ...] = ("parsed", "ignored", "malformed")
+SERIES = f"{PREFIX}_series"  # gauge{metric}
+SERIES_OVERFLOW = f"{PREFIX}_series_overflow"  # _total{metric}: events folded into __overflow__
+SERIES_EXPIRED = f"{PREFIX}_series_expired"  # _total{metric}: idle or deleted-pod series removed
+KUBE_OBJECTS = f"{PREFIX}_kubernetes_objects"  # gauge{resource}
+KUBE_WATCH_RESTARTS = f"{PREFIX}_kubernetes_watch_restarts"  # _total{resource}
+KUBE_SYNCED = f"{PREFIX}_kubernetes_synced"  # gauge{resource}: 1 once the first list succeeded
+SOURCE_ERRORS = f"{PREFIX}_source_errors"  # _total{source, reason}
+ENRICH_CACHE_EVICTIONS = f"{PREFIX}_enrich_cache_evictions"  # _total
+BUILD_INFO = f"{PREFIX}_build_info"  # gauge{version} = 1
+
+OVERFLOW = "__overflow__"
+
+ALL_METRICS: tuple[str, ...] = (
+    FLOWS,
+    INPUT_LINES,
+    SERIES,
+    SERIES_OVERFLOW,
+    SERIES_EXPIRED,
+    KUBE_OBJECTS,
+    KUBE_WATCH_RESTARTS,
+    KUBE_SYNCED,
+    SOURCE_ERRORS,
+    ENRICH_CACHE_EVICTIONS,
+    BUILD_INFO,
+)

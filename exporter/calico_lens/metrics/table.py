@@ -1,0 +1,85 @@
+"""Counter tables keyed by label tuples, with a hard series cap, an overflow series and a TTL.
+
+Writers add per *distinct* label set per batch (``add_counts``); the collector reads a snapshot
+at scrape time. Past the cap, new label sets fold into one overflow series whose labels are all
+``__overflow__``, so the sum over the table always equals what was added.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from calico_lens.metrics.names import OVERFLOW
+
+Labels = tuple[str, ...]
+
+
+class LabelTable:
+    def __init__(self, name: str, labels: tuple[str, ...], max_series: int, ttl_seconds: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic):
+        if max_series < 1:
+            raise ValueError("max_series must be at least 1")
+        self.name = name
+        self.labels = labels
+        self.max_series = max_series
+        self.ttl = ttl_seconds
+        self._clock = clock
+        self.overflow_key: Labels = (OVERFLOW,) * len(labels)
+        self._counts: dict[Labels, float] = {}
+        self._seen: dict[Labels, float] = {}
+        self.overflowed = 0.0  # events folded into the overflow series
+        self.expired = 0  # series removed (idle past the TTL, or their pod went away)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def add_counts(self, items: Iterable[tuple[Labels, float]]) -> None:
+        now = self._clock()
+        counts, seen = self._counts, self._seen
+        with self._lock:
+            for key, n in items:
+                if key not in counts:
+                    # The overflow series takes one slot of the cap, so the table never exceeds it.
+                    if len(counts) >= self.max_series - 1 and key != self.overflow_key:
+                        self.overflowed += n
+                        key = self.overflow_key
+                    if key not in counts:
+                        counts[key] = 0.0
+                counts[key] += n
+                seen[key] = now
+
+    def add(self, key: Labels, n: float = 1.0) -> None:
+        self.add_counts(((key, n),))
+
+    def expire(self) -> int:
+        """Drop series idle for longer than the TTL. Returns how many went."""
+        if self.ttl <= 0:
+            return 0
+        cutoff = self._clock() - self.ttl
+        with self._lock:
+            old = [k for k, t in self._seen.items() if t < cutoff and k != self.overflow_key]
+            for k in old:
+                del self._counts[k]
+                del self._seen[k]
+            self.expired += len(old)
+        return len(old)
+
+    def remove_where(self, pred: Callable[[Labels], bool]) -> int:
+        with self._lock:
+            gone = [k for k in self._counts if k != self.overflow_key and pred(k)]
+            for k in gone:
+                del self._counts[k]
+                del self._seen[k]
+            self.expired += len(gone)
+        return len(gone)
+
+    def snapshot(self) -> list[tuple[Labels, float]]:
+        with self._lock:
+            return list(self._counts.items())
+
+    def total(self) -> float:
+        with self._lock:
+            return sum(self._counts.values())

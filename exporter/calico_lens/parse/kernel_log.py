@@ -1,0 +1,123 @@
+"""Parse batches of kernel LOG lines (iptables and nftables dataplanes) and eBPF trace lines.
+
+A batch of complete lines goes in; out come counts per *raw flow key* plus the number of lines
+that were ignored (not a flow line) or malformed (looked like a flow line but could not be read).
+Every line lands in exactly one of the three buckets.
+
+The fast path runs one ``findall`` over the whole batch (a single C call) and counts identical
+keys with ``Counter``; only when the batch holds something odd (a line that mentions ``OUT=`` but
+does not match, or eBPF lines) does it fall back to a line-by-line pass that classifies exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+# (head, in_iface, out_iface, src, dst, proto, dport, verdict)
+RawKey = tuple[str, str, str, str, str, str, str, str]
+
+# Wrappers a kernel line arrives in: /dev/kmsg records, syslog / journald (BSD or ISO time),
+# then an optional dmesg "[ seconds]" or "[date]" stamp.
+_WRAPPER = (
+    r"(?:\d+,\d+,\d+,[^;\n]*;"
+    r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)? \S+ kernel: "
+    r"|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)? \S+ kernel: )?"
+    r"(?:\[[^\]\n]*\] )?"
+)
+# The head is everything up to the first "IN=", then the fields Felix-era kernels print.
+# Unrolled loops ([^X]*(?:X(?!...)[^X]*)*) keep sre scanning in tight C loops.
+_LOG_LINE = (
+    r"^" + _WRAPPER + r"([^I\n]*(?:I(?!N=)[^I\n]*)*)"
+    r"IN=([^ \n]*) OUT=([^ \n]*) "
+    r"[^S\n]*(?:S(?!RC=)[^S\n]*)*SRC=([^ \n]+) DST=([^ \n]+) "
+    r"[^P\n]*(?:P(?!ROTO=)[^P\n]*)*PROTO=([^ \n]+)"
+    r"(?: SPT=\d+ DPT=(\d+))?[^\n]*$"
+)
+LOG_RX = re.compile(_LOG_LINE, re.MULTILINE)
+
+# eBPF dataplane (trace pipe): "cali527b0801ecb-E: policy ALLOWED proto 17 src A:P dest B:P",
+# possibly behind a trace_pipe header and/or a log prefix.
+EBPF_MARK = ": policy "
+EBPF_RX = re.compile(
+    r"(?:^|[\s:])([A-Za-z0-9_.\-]+)-([IE]): policy ([A-Za-z]+) proto (\d+) "
+    r"src (\[[0-9a-fA-F:.]+\]|[0-9a-fA-F:.]+):(\d+) dest (\[[0-9a-fA-F:.]+\]|[0-9a-fA-F:.]+):(\d+)"
+)
+_EBPF_HEAD = re.compile(r"(?:^|\s)((?:[^\s:]|:(?! ))*: )\Z")
+
+OUT_MARK = " OUT="
+VERDICTS = {"ALLOWED": "allow", "DENIED": "deny", "PASSED": "pass", "ALLOW": "allow", "DENY": "deny"}
+
+
+@dataclass(slots=True)
+class ParseResult:
+    counts: Counter[RawKey] = field(default_factory=Counter)
+    lines: int = 0
+    ignored: int = 0
+    malformed: int = 0
+    malformed_sample: str = ""  # one bad line per batch, for a debug log
+
+    @property
+    def parsed(self) -> int:
+        return self.lines - self.ignored - self.malformed
+
+
+def count_lines(text: str) -> int:
+    if not text:
+        return 0
+    return text.count("\n") + (0 if text.endswith("\n") else 1)
+
+
+def parse_text(text: str) -> ParseResult:
+    """Parse a batch of complete lines (newline separated, the last newline optional)."""
+    res = ParseResult(lines=count_lines(text))
+    if not res.lines:
+        return res
+    if EBPF_MARK not in text:
+        found = LOG_RX.findall(text)
+        if len(found) == text.count(OUT_MARK):
+            # Every line that mentions OUT= matched once; all other lines are not flow lines.
+            res.ignored = res.lines - len(found)
+            for k, n in Counter(found).items():
+                res.counts[(*k, "")] += n
+            return res
+    for line in text.split("\n")[: res.lines]:
+        _classify(line, res)
+    return res
+
+
+def _classify(line: str, res: ParseResult) -> None:
+    m = LOG_RX.match(line)
+    if m is not None:
+        res.counts[(*m.groups(default=""), "")] += 1
+        return
+    e = EBPF_RX.search(line)
+    if e is not None:
+        key = ebpf_key(line, e)
+        if key is not None:
+            res.counts[key] += 1
+            return
+    if OUT_MARK in line or EBPF_MARK in line:
+        res.malformed += 1
+        if not res.malformed_sample:
+            res.malformed_sample = line[:300]
+    else:
+        res.ignored += 1
+
+
+def _strip_brackets(addr: str) -> str:
+    return addr[1:-1] if addr.startswith("[") else addr
+
+
+def ebpf_key(line: str, m: re.Match[str]) -> RawKey | None:
+    iface, hook, verdict, proto, src, _sport, dst, dport = m.groups()
+    action = VERDICTS.get(verdict.upper())
+    if action is None:
+        return None
+    head_m = _EBPF_HEAD.search(line, 0, m.start(1))
+    head = head_m.group(1) if head_m else ""
+    # tc ingress ("-I") sees packets coming *in* from the interface, like iptables' IN=.
+    in_iface, out_iface = (iface, "") if hook == "I" else ("", iface)
+    port = dport if proto in ("6", "17", "132", "136") else ""
+    return (head, in_iface, out_iface, _strip_brackets(src), _strip_brackets(dst), proto, port, action)

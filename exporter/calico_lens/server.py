@@ -1,0 +1,46 @@
+"""HTTP endpoints: /metrics (Prometheus text format), /healthz, /readyz."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def serve(host: str, port: int, registry: CollectorRegistry, ready: Callable[[], tuple[bool, str]]) -> _Server:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                self._send(200, b"ok\n")
+            elif path == "/readyz":
+                ok, why = ready()
+                self._send(200 if ok else 503, (why + "\n").encode())
+            elif path == "/":
+                self._send(200, b"calico-lens agent: /metrics /healthz /readyz\n")
+            else:
+                self._send(404, b"not found\n")
+
+        def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # scrapes every few seconds would flood the log
+
+    httpd = _Server((host, port), Handler)
+    threading.Thread(target=httpd.serve_forever, name="http", daemon=True).start()
+    return httpd
