@@ -56,7 +56,7 @@ def check_privileges() -> None:
         raise PrivilegeError("node harness needs net.netfilter.nf_log_all_netns (netfilter logging) in this kernel")
 
 
-def run(*cmd: str, ns: str | None = None, check: bool = True, input: str | None = None) -> str:  # noqa: A002
+def run(*cmd: str, ns: str | None = None, check: bool = True, input: str | None = None) -> str:
     full = (["ip", "netns", "exec", ns, *cmd] if ns else list(cmd))
     p = subprocess.run(full, capture_output=True, text=True, input=input)
     if check and p.returncode != 0:

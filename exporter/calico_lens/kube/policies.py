@@ -78,19 +78,22 @@ class PolicyIndex:
             if info.truncated and label:
                 label += "..."  # what the cut prefix still tells, marked as incomplete
             return PolicyVerdict(label, info.tier, UNKNOWN, "")
-        actions: set[str] = set()
-        dirs: set[str] = set()
+        found: list[tuple[str, str]] = []
         for d, rules in policy.rules.items():
             if direction and d != direction:
                 continue
+            # The first Log rule that matches logged the packet; the rule after it has the same
+            # match criteria in Calico's Log-then-verdict pattern, so its action is the verdict.
             for i, rule in enumerate(rules):
-                if str(rule.get("action", "")).lower() != "log" or not _rule_matches(rule, protocol, port):
-                    continue
-                dirs.add(d)
-                nxt = rules[i + 1] if i + 1 < len(rules) else None
-                actions.add(_ACTIONS.get(str((nxt or {}).get("action", "")).lower(), UNKNOWN))
-        action = actions.pop() if len(actions) == 1 else UNKNOWN
-        return PolicyVerdict(policy.label, info.tier or policy.tier, action, dirs.pop() if len(dirs) == 1 else "")
+                if str(rule.get("action", "")).lower() == "log" and _rule_matches(rule, protocol, port):
+                    nxt = rules[i + 1] if i + 1 < len(rules) else {}
+                    found.append((d, _ACTIONS.get(str(nxt.get("action", "")).lower(), UNKNOWN)))
+                    break
+        tier = info.tier or policy.tier
+        if len(found) == 1:
+            return PolicyVerdict(policy.label, tier, found[0][1], found[0][0])
+        actions = {a for _, a in found}
+        return PolicyVerdict(policy.label, tier, actions.pop() if len(actions) == 1 else UNKNOWN, "")
 
 
 def _rule_matches(rule: dict, protocol: str, port: str) -> bool:
