@@ -52,10 +52,11 @@ def capture(name: str, dataplane: str, template: str) -> None:
     (OUT / f"{name}.kmsg").write_text("\n".join(records) + "\n")
     (OUT / f"{name}.snapshot.yaml").write_text(yaml.safe_dump(snap, sort_keys=False))
     rows = [[*labels, n] for labels, n in sorted(truth.items())]
-    meta = {"dataplane": dataplane, "log_prefix": template, "lines": len(records), "fragment_lines": frags,
+    meta = {"dataplane": dataplane, "log_prefix": template, "lines": len(records), "probe_lines": frags,
             "expected": rows}
     (OUT / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
-    print(f"{name}: {len(records)} records, {sum(truth.values())} flow lines expected, {frags} of them from the fragment probe")
+    print(f"{name}: {len(records)} records, {sum(truth.values())} flow lines expected "
+          f"({frags} from the fragment probe)")
 
 
 def _fragments(node: Node) -> Counter:
@@ -72,7 +73,8 @@ def _fragments(node: Node) -> Counter:
         "table inet calico_frag {\n chain pre {\n  type filter hook prerouting priority -450; policy accept;\n"
         f'  iifname "{fe.iface}" ip frag-off & 0x3fff != 0 log prefix "{prefix}" level notice\n'
         f'  iifname "{fe.iface}" exthdr frag exists log prefix "{prefix}" level notice\n }}\n}}\n'))
-    pings = (scenario.Traffic(fe.name, "internet", "icmp", 0, 4), scenario.Traffic(fe.name, "internet", "icmpv6", 0, 6))
+    pings = (scenario.Traffic(fe.name, "internet", "icmp", 0, 4),
+             scenario.Traffic(fe.name, "internet", "icmpv6", 0, 6))
     node.ping(fe.name, "internet", 4, size=3000)  # 3 fragments: 1480 + 1480 + 48 bytes
     node.ping(fe.name, "internet", 6, size=3000)  # 3 fragments: 1448 + 1448 + 112 bytes
     extra = scenario.expected(node, pings)

@@ -305,9 +305,9 @@ class Node:
         """A tiny TCP server in a namespace (accepts and closes), dual-stack."""
         code = ("import socket,sys\n"
                 "s=socket.socket(socket.AF_INET6);s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-                "s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0);s.bind(('::',%d));s.listen(64)\n"
+                f"s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0);s.bind(('::',{port}));s.listen(64)\n"
                 "print('ready',flush=True)\n"
-                "while True:\n c,_=s.accept();c.close()\n" % port)
+                "while True:\n c,_=s.accept();c.close()\n")
         p = subprocess.Popen(["ip", "netns", "exec", self.netns_of(name), sys.executable, "-c", code],
                              stdout=subprocess.PIPE, text=True)
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
