@@ -1,0 +1,128 @@
+"""Label tables, configuration, workloads, the IP index and policy verdicts."""
+
+from __future__ import annotations
+
+import pytest
+from calico_lens.config import ConfigError, load
+from calico_lens.kube.endpoints import Endpoint, workload_of
+from calico_lens.kube.metadata import MetadataStore
+from calico_lens.metrics.names import OVERFLOW
+from calico_lens.metrics.table import LabelTable
+from calico_lens.parse.prefix import PrefixInfo
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_cap_folds_into_overflow_and_keeps_totals() -> None:
+    t = LabelTable("m", ("a",), max_series=3)
+    t.add_counts([(("x",), 1), (("y",), 2), (("z",), 3), (("w",), 4), (("x",), 5)])
+    rows = dict(t.snapshot())
+    assert len(rows) == 3
+    assert rows[(OVERFLOW,)] == 7  # z and w folded
+    assert rows[("x",)] == 6 and rows[("y",)] == 2
+    assert t.total() == 15 and t.overflowed == 7
+
+
+def test_ttl_expires_idle_series_only() -> None:
+    clock = Clock()
+    t = LabelTable("m", ("a",), max_series=10, ttl_seconds=60, clock=clock)
+    t.add(("old",))
+    clock.t += 50
+    t.add(("fresh",))
+    clock.t += 20
+    assert t.expire() == 1
+    assert dict(t.snapshot()) == {("fresh",): 1}
+    assert t.expired == 1
+
+
+def test_config_precedence_and_errors(tmp_path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("log_prefix: '%k/%p'\nmax_series: 500\nsources: [kmsg]\nseries_ttl: 30m\n")
+    cfg = load(str(f), env={"CALICO_LENS_MAX_SERIES": "700"}, overrides={"sources": ["file:/var/log/kern.log"]})
+    assert (cfg.log_prefix, cfg.max_series, cfg.sources, cfg.series_ttl) == ("%k/%p", 700, ["file:/var/log/kern.log"],
+                                                                              1800.0)
+    cases = {
+        "source_granularity: node\n": "source_granularity: 'node' is not allowed; use one of namespace, workload, pod",
+        "max_series: lots\n": "max_series: 'lots' is not a whole number",
+        "sources: [tcp:1]\n": "sources: 'tcp:1' is not a source",
+        "log_prefix: 'x-%q'\n": "log_prefix:",
+        "metrics_address: nowhere\n": "metrics_address: 'nowhere' is not HOST:PORT",
+        "colour: blue\n": "unknown setting 'colour'",
+        "- a\n": "top level must be a mapping",
+    }
+    for body, msg in cases.items():
+        f.write_text(body)
+        with pytest.raises(ConfigError, match=msg.replace("(", r"\(").replace("[", r"\[")):
+            load(str(f), env={})
+
+
+@pytest.mark.parametrize("pod,workload", [
+    ({"metadata": {"name": "web-7d4b9c6f5-x2x9q", "labels": {"pod-template-hash": "7d4b9c6f5"},
+                   "ownerReferences": [{"kind": "ReplicaSet", "name": "web-7d4b9c6f5", "controller": True}]}}, "web"),
+    ({"metadata": {"name": "db-0", "ownerReferences": [{"kind": "StatefulSet", "name": "db", "controller": True}]}},
+     "db"),
+    ({"metadata": {"name": "backup-28912345-abcde",
+                   "ownerReferences": [{"kind": "Job", "name": "backup-28912345", "controller": True}]}}, "backup"),
+    ({"metadata": {"name": "once-xyz", "ownerReferences": [{"kind": "Job", "name": "once", "controller": True}]}},
+     "once"),
+    ({"metadata": {"name": "debug"}}, "debug"),
+    ({"metadata": {"name": "fluent-abcde", "ownerReferences": [{"kind": "DaemonSet", "name": "fluent"}]}}, "fluent"),
+])
+def test_workload_of(pod: dict, workload: str) -> None:
+    assert workload_of(pod) == workload
+
+
+def _store() -> MetadataStore:
+    s = MetadataStore()
+    s.load_list({"kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "namespace": "n"},
+         "status": {"phase": "Running", "podIPs": [{"ip": "10.0.0.1"}, {"ip": "fd00::1"}]}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "done", "namespace": "n"},
+         "status": {"phase": "Succeeded", "podIP": "10.0.0.9"}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc", "namespace": "n"},
+         "spec": {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"]}},
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1",
+                                                          "annotations": {"projectcalico.org/IPv4Address": "192.168.1.5/24"}},
+         "status": {"addresses": [{"type": "InternalIP", "address": "192.168.1.5"}]}},
+        {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkSet", "metadata": {"name": "wide"},
+         "spec": {"nets": ["8.0.0.0/8", "not-a-cidr"]}},
+        {"apiVersion": "crd.projectcalico.org/v1", "kind": "NetworkSet", "metadata": {"name": "narrow", "namespace": "n"},
+         "spec": {"nets": ["8.8.8.0/24"]}},
+        {"apiVersion": "projectcalico.org/v3", "kind": "NetworkPolicy",
+         "metadata": {"name": "allow-dns", "namespace": "n"},
+         "spec": {"tier": "platform", "egress": [
+             {"action": "Log", "protocol": "UDP", "destination": {"ports": [53]}},
+             {"action": "Allow", "protocol": "UDP", "destination": {"ports": [53]}},
+             {"action": "Log"}, {"action": "Deny"}]}},
+    ]})
+    return s
+
+
+def test_ip_index() -> None:
+    idx = _store().index()
+    assert idx.lookup("10.0.0.1") == Endpoint("pod", "n", "a", "a")
+    assert idx.lookup("fd00::1").kind == "pod"
+    assert idx.lookup("10.0.0.9").kind == "private"  # finished pods give their IP back
+    assert idx.lookup("10.96.0.10") == Endpoint("service", "n", "svc")
+    assert idx.lookup("192.168.1.5") == Endpoint("host", "", "node-1")
+    assert idx.lookup("8.8.8.8") == Endpoint("networkset", "n", "narrow")  # longest prefix wins
+    assert idx.lookup("8.1.2.3") == Endpoint("networkset", "", "wide")
+    assert idx.lookup("1.1.1.1") == Endpoint("public", "", "public")
+
+
+def test_policy_verdicts() -> None:
+    pol = _store().policies()
+    info = PrefixInfo(kind="np", namespace="n", name="allow-dns")
+    assert pol.verdict(info, "udp", "53", "egress").action == "allow"
+    assert pol.verdict(info, "tcp", "443", "egress").action == "deny"  # the catch-all Log rule
+    v = pol.verdict(info, "udp", "53", "")
+    assert (v.policy, v.tier, v.direction) == ("n/allow-dns", "platform", "egress")
+    assert pol.verdict(PrefixInfo(name="allow-d", truncated=True), "udp", "53", "").policy == "n/allow-dns"
+    unknown = pol.verdict(PrefixInfo(kind="gnp", name="gone"), "udp", "53", "")
+    assert (unknown.policy, unknown.action) == ("gone", "unknown")

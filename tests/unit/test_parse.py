@@ -1,0 +1,154 @@
+"""Parser and prefix-template behaviour on every line shape, plus property tests."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from calico_lens.config import Config
+from calico_lens.kube.metadata import MetadataStore
+from calico_lens.metrics import names
+from calico_lens.parse.kernel_log import parse_text
+from calico_lens.parse.prefix import PrefixInfo, PrefixMatcher, TemplateError
+from calico_lens.pipeline import FlowPipeline
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import KERNEL
+
+LINE = ("calico-packet: IN=cali527b0801ecb OUT=eth0 MAC=ee:ee:ee:ee:ee:ee:02:49:9f:dd:c8:dd:08:00 "
+        "SRC=10.244.1.5 DST=93.184.216.34 LEN=60 TOS=0x00 PREC=0x00 TTL=63 ID=58406 DF PROTO=TCP SPT=45588 "
+        "DPT=443 WINDOW=64860 RES=0x00 SYN URGP=0 ")
+KEY = ("calico-packet: ", "cali527b0801ecb", "eth0", "10.244.1.5", "93.184.216.34", "TCP", "443", "")
+
+
+@pytest.mark.parametrize("wrapped", [
+    LINE,
+    "[  550.891234] " + LINE,
+    "6,1234,550891234,-;" + LINE,
+    "Nov 23 19:40:05 node-1 kernel: [  550.891234] " + LINE,
+    "Nov  3 19:40:05 node-1 kernel: " + LINE,
+    "Nov 23 19:40:05.123456 node-1 kernel: " + LINE,
+    "2026-11-23T19:40:05+0000 node-1 kernel: " + LINE,
+    "2026-11-23T19:40:05.123456+00:00 node-1 kernel: " + LINE,
+    "[Mon Nov 23 19:40:05 2026] " + LINE,
+    LINE.rstrip(),
+    LINE + "\r",
+])
+def test_wrappers(wrapped: str) -> None:
+    res = parse_text(wrapped + "\n")
+    key = next(iter(res.counts))
+    assert res.counts == Counter({(*key[:-1], ""): 1})
+    assert key[1:] == KEY[1:]
+    assert PrefixMatcher("calico-packet").match(key[0]) == PrefixInfo()
+
+
+def test_empty_interfaces_and_protocols() -> None:
+    text = (
+        "calico-packet: IN= OUT=eth0 SRC=10.0.0.1 DST=10.0.0.2 LEN=52 TOS=0x00 PREC=0x00 TTL=64 ID=1 DF "
+        "PROTO=UDPLITE SPT=1 DPT=9 LEN=32\n"
+        "calico-packet: IN=eth0 OUT= SRC=10.0.0.1 DST=10.0.0.2 LEN=52 PROTO=SCTP SPT=1 DPT=38412 \n"
+        "calico-packet: IN=eth0 OUT= SRC=10.0.0.1 DST=10.0.0.2 LEN=52 TOS=0x00 PREC=0x00 TTL=64 ID=1 PROTO=47 \n"
+        "calico-packet: IN=eth0 OUT= SRC=10.0.0.1 DST=10.0.0.2 LEN=576 TOS=0x00 PREC=0xC0 TTL=64 ID=9 PROTO=ICMP "
+        "TYPE=3 CODE=3 [SRC=10.0.0.2 DST=10.0.0.1 LEN=548 TOS=0x00 PREC=0x00 TTL=64 ID=2 PROTO=UDP SPT=53 "
+        "DPT=4444 LEN=528 ] \n"
+    )
+    res = parse_text(text)
+    assert res.lines == 4 and res.malformed == 0 and res.ignored == 0
+    got = {(k[1], k[2], k[5], k[6]) for k in res.counts}
+    assert got == {("", "eth0", "UDPLITE", "9"), ("eth0", "", "SCTP", "38412"), ("eth0", "", "47", ""),
+                   ("eth0", "", "ICMP", "")}
+
+
+def test_ebpf_trace_lines() -> None:
+    text = (
+        "cali527b0801ecb-E: policy ALLOWED proto 17 src 172.16.193.131:36325 dest 10.43.0.10:53\n"
+        "  <idle>-0  [001] d.s.. 1234.567: bpf_trace_printk: cali527b0801ecb-I: policy DENIED proto 6 "
+        "src 10.0.0.5:4000 dest 10.0.0.6:5432\n"
+        "calie1-I: policy DENIED proto 6 src [fd00::1]:4000 dest [fd00::2]:80\n"
+        "cali1-I: policy WEIRD proto 6 src 1.2.3.4:5 dest 6.7.8.9:10\n"
+    )
+    res = parse_text(text)
+    assert res.lines == 4 and res.malformed == 1 and res.parsed == 3
+    keys = set(res.counts)
+    assert ("", "", "cali527b0801ecb", "172.16.193.131", "10.43.0.10", "17", "53", "allow") in keys
+    assert any(k[1] == "cali527b0801ecb" and k[6] == "5432" and k[7] == "deny" for k in keys)
+    assert any(k[3] == "fd00::1" and k[4] == "fd00::2" for k in keys)
+
+
+def test_ignored_and_malformed_are_counted() -> None:
+    text = "hello\n\n[  1.0] usb 1-1: new device\ncalico-packet: IN=cali1 OUT= garbage\n" + LINE + "\n"
+    res = parse_text(text)
+    assert (res.lines, res.parsed, res.ignored, res.malformed) == (5, 1, 3, 1)
+    assert "garbage" in res.malformed_sample
+
+
+@pytest.mark.parametrize("template,head,info", [
+    ("calico-packet", "calico-packet: ", PrefixInfo()),
+    ("%k/%p", "np/shop/allow-web: ", PrefixInfo(kind="np", namespace="shop", name="allow-web")),
+    ("%k/%p", "gnp/deny-all: ", PrefixInfo(kind="gnp", name="deny-all")),
+    ("%k/%p", "np/shop/allow-http-8080-from-", PrefixInfo(kind="np", namespace="shop", name="allow-http-8080-from-",
+                                                          truncated=True)),
+    ("%k/%p", "np/payments/deny-all-ingress:", PrefixInfo(kind="np", namespace="payments", name="deny-all-ingress",
+                                                         truncated=True)),
+    ("%k/%p", "np/some-very-long-namespace-n", PrefixInfo(kind="np", namespace="some-very-long-namespace-n",
+                                                         truncated=True)),
+    ("LOG-%t|%k/%p", "LOG-api|gnp/default.very-long", PrefixInfo(tier="api", kind="gnp", name="default.very-long",
+                                                                 truncated=True)),
+    ("calico|%t|%k|%n", "calico|security|gnp|block-x: ", PrefixInfo(tier="security", kind="gnp", name="block-x")),
+    ("%t-%n", "t-a: ", PrefixInfo(tier="t", name="a")),
+])
+def test_prefix_templates(template: str, head: str, info: PrefixInfo) -> None:
+    assert PrefixMatcher(template).match(head) == info
+
+
+@pytest.mark.parametrize("template,head", [
+    ("calico-packet", "other-packet: "),
+    ("calico-packet", "calico-packet "),
+    ("%k/%p", "xcalico-np/shop/allow-web-longer-than-29"),
+    ("%k/%p", "short"),
+])
+def test_prefix_not_calico(template: str, head: str) -> None:
+    assert PrefixMatcher(template).match(head) is None
+
+
+def test_bad_template() -> None:
+    with pytest.raises(TemplateError, match="%x"):
+        PrefixMatcher("calico-%x")
+
+
+# --- properties ------------------------------------------------------------------------------
+corpus_lines = [ln for f in sorted(KERNEL.glob("*.kmsg")) for ln in f.read_text().splitlines()]
+line_st = st.one_of(
+    st.sampled_from(corpus_lines),
+    st.sampled_from(corpus_lines).map(lambda s: s[: len(s) // 2]),
+    st.sampled_from(corpus_lines).map(lambda s: s.replace("SRC=", "SRC=zz")),
+    st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=200),
+    st.binary(max_size=200).map(lambda b: b.decode("utf-8", "replace").replace("\n", " ")),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000))
+def test_parser_never_raises_on_bytes(data: bytes) -> None:
+    text = data.decode("utf-8", "replace")
+    res = parse_text(text)
+    assert res.parsed + res.ignored + res.malformed == res.lines
+    assert sum(res.counts.values()) == res.parsed
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(line_st, min_size=1, max_size=60), st.integers(min_value=2, max_value=6),
+       st.sampled_from(["calico-packet", "%k/%p", "calico|%t|%k|%n"]))
+def test_conservation_through_the_pipeline(lines: list[str], cap: int, template: str) -> None:
+    """parsed + ignored + malformed == lines read; sum(flows) == parsed, also past the series cap."""
+    cfg = Config(log_prefix=template, max_series=cap)
+    pipe = FlowPipeline(cfg, MetadataStore())
+    text = "\n".join(lines) + "\n"
+    half = len(lines) // 2
+    pipe.process("file", "\n".join(lines[:half]) + "\n" if half else "")
+    pipe.process("file", "\n".join(lines[half:]) + "\n")
+    counts = {r: pipe.inputs.get(("file", r), 0) for r in names.RESULTS}
+    assert sum(counts.values()) == text.count("\n")
+    assert pipe.flows.total() == counts["parsed"]
+    assert len(pipe.flows) <= cap
