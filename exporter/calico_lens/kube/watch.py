@@ -125,9 +125,14 @@ class KubeWatcher:
         return str((doc.get("metadata") or {}).get("resourceVersion", ""))
 
     def _watch(self, r: Resource, fn: Callable[..., Any], kw: dict[str, Any], rv: str) -> str:
+        def raw(**kwargs: Any) -> Any:
+            # No docstring, so Watch finds no model type and hands us plain dicts: one object
+            # that does not fit the client's models must not break the watch.
+            return fn(**kwargs)
+
         w = watch.Watch()
         started = time.monotonic()
-        for ev in w.stream(fn, **kw, resource_version=rv, timeout_seconds=self.watch_timeout,
+        for ev in w.stream(raw, **kw, resource_version=rv, timeout_seconds=self.watch_timeout,
                            allow_watch_bookmarks=True):
             if self._stop.is_set():
                 w.stop()
