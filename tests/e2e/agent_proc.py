@@ -1,0 +1,41 @@
+"""Start `calico-lens agent` as a subprocess, the way a node runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.prom import free_port, wait_http
+
+
+class AgentProcess:
+    def __init__(self, *args: str, ready: bool = True):
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "calico_lens", "agent", "--metrics-address", self.address,
+                                      *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.url = f"http://{self.address}"
+        try:
+            wait_http(self.url + ("/readyz" if ready else "/healthz"))
+        except AssertionError:
+            self.close()
+            raise AssertionError("agent did not start: " + self.stderr())
+
+    def stderr(self) -> str:
+        if self.proc.poll() is None:
+            return ""
+        return self.proc.stderr.read().decode() if self.proc.stderr else ""
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def __enter__(self) -> AgentProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
