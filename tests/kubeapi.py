@@ -101,7 +101,7 @@ class FakeKubeAPI:
         return sum(1 for r in self.requests if r.startswith(prefix))
 
     # --- HTTP ------------------------------------------------------------------------------------
-    def _handler(self):  # noqa: ANN202
+    def _handler(self):
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -118,7 +118,7 @@ class FakeKubeAPI:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 url = urlparse(self.path)
                 q = {k: v[0] for k, v in parse_qs(url.query).items()}
                 resource = api._resource_of_path(url.path)
@@ -126,7 +126,8 @@ class FakeKubeAPI:
                 api.requests.append(("WATCH " if watching else "LIST ") + url.path)
                 if resource is None:
                     self._json(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
-                                     "reason": "NotFound", "message": "the server could not find the requested resource"})
+                                     "reason": "NotFound",
+                                     "message": "the server could not find the requested resource"})
                     return
                 if resource in api.forbidden:
                     self._json(403, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,

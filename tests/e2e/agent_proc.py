@@ -19,7 +19,7 @@ class AgentProcess:
             wait_http(self.url + ("/readyz" if ready else "/healthz"))
         except AssertionError:
             self.close()
-            raise AssertionError("agent did not start: " + self.stderr())
+            raise AssertionError("agent did not start: " + self.stderr()) from None
 
     def stderr(self) -> str:
         if self.proc.poll() is None:

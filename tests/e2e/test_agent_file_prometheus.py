@@ -7,8 +7,8 @@ import os
 import time
 
 import requests
-
 from calico_lens.metrics import names
+
 from tests.e2e.agent_proc import AgentProcess
 from tests.helpers import as_syslog, case
 from tests.prom import Prometheus
@@ -19,8 +19,8 @@ def test_agent_tails_file_and_prometheus_agrees(tmp_path) -> None:
     kern = tmp_path / "kern.log"
     kern.write_text("Nov 23 19:00:00 node-1 kernel: boot noise before the agent started\n")
     lines = as_syslog(records).splitlines(keepends=True)
-    with AgentProcess("--source", f"file:{kern}", "--snapshot", str(snap), "--log-prefix", meta["log_prefix"]) as agent, \
-            Prometheus([agent.address]) as prom:
+    args = ("--source", f"file:{kern}", "--snapshot", str(snap), "--log-prefix", meta["log_prefix"])
+    with AgentProcess(*args) as agent, Prometheus([agent.address]) as prom:
         assert requests.get(agent.url + "/healthz", timeout=5).status_code == 200
         half = len(lines) // 2
         with kern.open("a") as fh:  # appended in two writes, the second ending mid-line

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from calico_lens.metrics import names
+
 from tests.e2e import scenario
 from tests.e2e.agent_proc import AgentProcess
 from tests.e2e.node import SYSCTLS, Node, kmsg_reader, leftovers

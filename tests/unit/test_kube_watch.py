@@ -6,10 +6,10 @@ import time
 from collections.abc import Callable
 
 import pytest
-from kubernetes import client
-
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.kube.watch import KubeWatcher
+from kubernetes import client
+
 from tests.kubeapi import FakeKubeAPI
 
 

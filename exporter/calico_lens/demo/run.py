@@ -1,0 +1,114 @@
+"""``calico-lens demo``: the real agent on a made-up cluster, fed generated traffic, with a real
+Prometheus scraping it when one is installed."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from calico_lens.agent import Agent
+from calico_lens.config import Config
+from calico_lens.demo.cluster import LOG_PREFIX, TrafficGenerator, snapshot
+
+ROOT = Path(__file__).resolve().parents[3]  # the source checkout, when run from one
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _writer(path: Path, rate: float, stop: threading.Event) -> None:
+    gen = TrafficGenerator(seed=int(time.time()))
+    tick = 0.2
+    with path.open("a") as fh:
+        while not stop.wait(tick):
+            n = max(1, int(rate * tick))
+            fh.write("\n".join(gen.lines(n)) + "\n")
+            fh.write("Nov 23 19:40:05 node-1 kernel: eth0: link becomes ready (not a flow line)\n")
+            fh.flush()
+
+
+def start_prometheus(workdir: Path, target: str, port: int) -> subprocess.Popen | None:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        print("  (Prometheus is not installed: `make setup` installs it; the agent runs without it)")
+        return None
+    rules = sorted(str(p) for p in (ROOT / "alerts").glob("*.rules.yaml")) if (ROOT / "alerts").is_dir() else []
+    cfg = {"global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+           "scrape_configs": [{"job_name": "calico-lens", "static_configs": [{"targets": [target],
+                                                                              "labels": {"node": "node-1"}}]}]}
+    if rules:
+        cfg["rule_files"] = rules
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(cfg))
+    return subprocess.Popen([binary, f"--config.file={workdir / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={workdir / 'prometheus-data'}",
+                             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    workdir = Path(tempfile.mkdtemp(prefix="calico-lens-demo-"))
+    snap = workdir / "cluster.yaml"
+    snap.write_text(yaml.safe_dump(snapshot(), sort_keys=False))
+    log = workdir / "kern.log"
+    log.write_text("")
+    host, _, port = args.metrics_address.rpartition(":")
+    if not _port_free(int(port)):
+        port = str(_free_port())
+    address = f"{host or '127.0.0.1'}:{port}"
+    cfg = Config(log_prefix=LOG_PREFIX, sources=[f"file:{log}"], metrics_address=address, snapshot=str(snap))
+    agent = Agent(cfg)
+    agent.start(kube=False)
+    stop = threading.Event()
+    threading.Thread(target=_writer, args=(log, args.rate, stop), daemon=True).start()
+
+    print("calico-lens demo: a made-up cluster (shop, payments, kube-system, monitoring) with generated")
+    print(f"Calico LOG lines ({args.rate:.0f}/s) flowing through the real agent pipeline.")
+    print(f"  metrics     http://{address}/metrics")
+    prom = None
+    if not args.no_prometheus:
+        pport = args.prometheus_port if _port_free(args.prometheus_port) else _free_port()
+        prom = start_prometheus(workdir, address, pport)
+        if prom is not None:
+            q = "sum by (source_workload, destination_workload, action) (rate(calico_lens_flows_total[1m]))"
+            print(f"  prometheus  http://127.0.0.1:{pport}/graph?g0.expr={q.replace(' ', '%20')}")
+    print(f"  files       {workdir} (snapshot, generated kern.log)")
+    print(f"Try: curl -s http://{address}/metrics | grep 'action=\"deny\"'")
+    print("Stop with Ctrl-C." if not args.duration else f"Stopping after {args.duration:.0f} s.")
+    sys.stdout.flush()
+
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait(args.duration or None)
+    stop.set()
+    agent.stop()
+    if prom is not None:
+        prom.terminate()
+        prom.wait(10)
+    shutil.rmtree(workdir, ignore_errors=True)
+    print("calico-lens demo: stopped, files removed.")
+    return 0

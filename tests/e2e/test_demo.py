@@ -1,0 +1,45 @@
+"""`calico-lens demo` runs the real agent on its built-in cluster, and a real Prometheus scrapes it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import requests
+
+from tests.prom import free_port
+
+
+def test_demo_serves_flows_and_prometheus_scrapes_them() -> None:
+    mport, pport = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "calico_lens", "demo", "--duration", "40", "--rate", "500",
+                             "--metrics-address", f"127.0.0.1:{mport}", "--prometheus-port", str(pport)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = proc.stdout.readline() + proc.stdout.readline() + proc.stdout.readline() + proc.stdout.readline()
+        assert f"http://127.0.0.1:{mport}/metrics" in banner
+        assert f"http://127.0.0.1:{pport}/graph" in banner
+        url = f"http://127.0.0.1:{pport}/api/v1/query"
+        want = {"deny": False, "allow": False, "networkset": False, "public": False, "coredns": False}
+        end = time.monotonic() + 35
+        while time.monotonic() < end and not all(want.values()):
+            try:
+                res = requests.get(url, params={"query": "calico_lens_flows_total"}, timeout=5).json()["data"]["result"]
+            except requests.RequestException:
+                res = []
+            for r in res:
+                m = r["metric"]
+                want["deny"] |= m.get("action") == "deny"
+                want["allow"] |= m.get("action") == "allow"
+                want["networkset"] |= m.get("destination_kind") == "networkset"
+                want["public"] |= m.get("destination_kind") == "public"
+                want["coredns"] |= m.get("destination_workload") == "coredns" and m.get("destination_port") == "53"
+            time.sleep(0.5)
+        assert all(want.values()), want
+        malformed = requests.get(url, params={"query": 'sum(calico_lens_input_lines_total{result="malformed"})'},
+                                 timeout=5).json()["data"]["result"]
+        assert float(malformed[0]["value"][1]) == 0
+    finally:
+        proc.terminate()
+        proc.wait(20)
