@@ -1,0 +1,143 @@
+"""Throughput and memory of the flow pipeline, against mtail on the same file in the same run.
+
+Prints figures; asserts nothing (speed lives here, not in tests).
+
+    .venv/bin/python bench/bench_replay.py [--lines 500000] [--distinct 10000000] [--series 50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "exporter"))
+
+from calico_lens.demo.cluster import LOG_PREFIX, TrafficGenerator, snapshot  # noqa: E402
+
+
+def cpu_of_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def timed(cmd: list[str]) -> tuple[float, float, subprocess.CompletedProcess]:
+    """(wall seconds, CPU seconds, result) of a command."""
+    c0, t0 = cpu_of_children(), time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True)
+    return time.perf_counter() - t0, cpu_of_children() - c0, p
+
+
+def make_corpus(path: Path, lines: int) -> None:
+    gen = TrafficGenerator(seed=1)
+    with path.open("w") as fh:
+        left = lines
+        while left:
+            n = min(50000, left)
+            fh.write("\n".join(gen.lines(n)) + "\n")
+            left -= n
+
+
+def bench_throughput(lines: int, work: Path) -> None:
+    import yaml
+
+    corpus = work / "kern.log"
+    snap = work / "cluster.yaml"
+    snap.write_text(yaml.safe_dump(snapshot()))
+    make_corpus(corpus, lines)
+    size = corpus.stat().st_size / 1e6
+    print(f"corpus: {lines} realistic Calico LOG lines (syslog-wrapped, cut prefixes), {size:.0f} MB")
+    cli = [str(ROOT / ".venv/bin/calico-lens"), "replay", "--snapshot", str(snap), "--log-prefix", LOG_PREFIX,
+           str(corpus)]
+    wall, cpu, p = timed(cli)
+    if p.returncode != 0:
+        print("calico-lens replay failed:", p.stderr.decode()[-500:])
+        return
+    ours = lines / cpu
+    print(f"calico-lens replay: {wall:.2f} s wall, {cpu:.2f} s CPU → {lines / wall:,.0f} lines/s, "
+          f"{ours:,.0f} lines/s per core (enrichment included, process start included)")
+    if shutil.which("mtail") is None:
+        print("mtail: not installed (make setup installs it); no ratio")
+        return
+    progs = work / "progs"
+    progs.mkdir()
+    shutil.copy(ROOT / "bench/calico_flows.mtail", progs)
+    wall_m, cpu_m, pm = timed(["mtail", "--progs", str(progs), "--logs", str(corpus), "--one_shot",
+                               "--one_shot_format", "prometheus", "--logtostderr"])
+    if pm.returncode != 0:
+        print("mtail failed:", pm.stderr.decode()[-500:])
+        return
+    theirs = lines / cpu_m
+    print(f"mtail --one_shot:   {wall_m:.2f} s wall, {cpu_m:.2f} s CPU → {lines / wall_m:,.0f} lines/s, "
+          f"{theirs:,.0f} lines/s per core")
+    print(f"ratio (per core): calico-lens / mtail = {ours / theirs:.1f}x (target ≥ 9x; ≥ 400k lines/s per core)")
+
+
+def bench_memory(distinct: int, cap: int) -> None:
+    """Feed `distinct` flows with distinct source addresses through the pipeline in-process."""
+    code = f"""
+import resource, sys, time
+sys.path.insert(0, {str(ROOT / 'exporter')!r})
+from calico_lens.config import Config
+from calico_lens.kube.metadata import MetadataStore
+from calico_lens.pipeline import FlowPipeline
+from calico_lens.demo.cluster import LOG_PREFIX, TrafficGenerator, snapshot
+store = MetadataStore(); store.load_list(snapshot())
+pipe = FlowPipeline(Config(log_prefix=LOG_PREFIX, max_series={cap}, source_granularity="pod"), store)
+gen = TrafficGenerator(seed=2, distinct=True, wrapper="bare")
+left = {distinct}; t0 = time.perf_counter(); step = 0
+while left:
+    n = min(100000, left); left -= n
+    pipe.process("file", "\\n".join(gen.lines(n)) + "\\n")
+    step += 1
+    if step % 20 == 0:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"  {{{distinct} - left:>10,}} flows fed, peak RSS {{rss:.0f}} MB, series {{len(pipe.flows)}}", flush=True)
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(f"memory: {{{distinct}:,}} distinct flows → peak RSS {{rss:.0f}} MB (target < 150 MB), "
+      f"series {{len(pipe.flows)}} (cap {cap}), overflow events {{pipe.flows.overflowed:,.0f}}, "
+      f"{{time.perf_counter() - t0:.0f}} s")
+"""
+    subprocess.run([sys.executable, "-c", code], check=False)
+
+
+def bench_scrape(series: int) -> None:
+    from prometheus_client import generate_latest
+
+    from calico_lens.agent import Agent
+    from calico_lens.config import Config
+
+    agent = Agent(Config(max_series=series + 1))
+    agent.pipeline.flows.add_counts(((f"ns{i % 50}", f"wl{i}", "pod", f"ns{i % 7}", f"dst{i % 300}", "pod",
+                                      str(i % 1000), "tcp", "allow", "p", "default", "ingress"), 1.0)
+                                    for i in range(series))
+    t0 = time.perf_counter()
+    body = generate_latest(agent.registry)
+    dt = time.perf_counter() - t0
+    print(f"scrape: {series:,} flow series → {len(body) / 1e6:.1f} MB exposition in {dt:.3f} s (target < 0.5 s)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lines", type=int, default=500_000)
+    ap.add_argument("--distinct", type=int, default=10_000_000, help="distinct flows for the memory run (0: skip)")
+    ap.add_argument("--cap", type=int, default=20_000, help="series cap in the memory run")
+    ap.add_argument("--series", type=int, default=50_000)
+    args = ap.parse_args()
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory(prefix="cl-bench-") as d:
+        bench_throughput(args.lines, Path(d))
+    bench_scrape(args.series)
+    if args.distinct:
+        bench_memory(args.distinct, args.cap)
+
+
+if __name__ == "__main__":
+    main()
