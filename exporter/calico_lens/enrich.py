@@ -10,7 +10,7 @@ from calico_lens.config import Config
 from calico_lens.kube import endpoints as ep
 from calico_lens.kube.endpoints import Endpoint
 from calico_lens.kube.metadata import MetadataStore
-from calico_lens.parse.kernel_log import RawKey
+from calico_lens.parse.kernel_log import RawKey, split_span
 from calico_lens.parse.prefix import PrefixInfo, PrefixMatcher
 
 IGNORED = "ignored"
@@ -66,7 +66,11 @@ class Enricher:
         return out
 
     def _labels(self, key: RawKey, index, policies) -> tuple[str, ...] | str:
-        head, in_if, out_if, src, dst, proto, dport, verdict = key
+        head, span, proto, dport, verdict = key
+        parts = split_span(span)
+        if parts is None:
+            return MALFORMED
+        in_if, out_if, src, dst = parts
         info = self._prefix(head)
         if info is None:
             if not verdict:

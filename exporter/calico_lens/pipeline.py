@@ -59,7 +59,7 @@ class FlowPipeline:
                 else:
                     res.malformed += n
                     if not res.malformed_sample:
-                        res.malformed_sample = " ".join(k)
+                        res.malformed_sample = " ".join(k[:4])
             self.flows.add_counts(rows.items())
         self.count_input(source, "parsed", res.parsed)
         self.count_input(source, "ignored", res.ignored)

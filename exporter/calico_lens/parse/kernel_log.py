@@ -5,8 +5,7 @@ that were ignored (not a flow line) or malformed (looked like a flow line but co
 Every line lands in exactly one of the three buckets.
 
 The fast path runs one ``findall`` over the whole batch (a single C call) and counts identical
-keys with ``Counter``; only when the batch holds something odd (a line that mentions ``OUT=`` but
-does not match, or eBPF lines) does it fall back to a line-by-line pass that classifies exactly.
+keys with ``Counter``; batches with eBPF trace lines go through a line-by-line pass.
 """
 
 from __future__ import annotations
@@ -15,8 +14,10 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-# (head, in_iface, out_iface, src, dst, proto, dport, verdict)
-RawKey = tuple[str, str, str, str, str, str, str, str]
+# (head, span, proto, dport, verdict). The span runs from "IN=" to just before "LEN=": interfaces,
+# MAC, SRC and DST, which stay the same for every packet of a flow, so one capture replaces four;
+# it is taken apart once per distinct key (``split_span``).
+RawKey = tuple[str, str, str, str, str]
 
 # Wrappers a kernel line arrives in: /dev/kmsg records, syslog / journald (BSD or ISO time),
 # then an optional dmesg "[ seconds]" or "[date]" stamp.
@@ -26,16 +27,19 @@ _WRAPPER = (
     r"|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)? \S+ kernel: )?"
     r"(?:\[[^\]\n]*\] )?"
 )
-# The head is everything up to the first "IN=", then the fields Felix-era kernels print.
+# A LOG line: the head (everything up to the first "IN="), the span, then PROTO and DPT.
 # Unrolled loops ([^X]*(?:X(?!...)[^X]*)*) keep sre scanning in tight C loops.
-_LOG_LINE = (
-    r"^" + _WRAPPER + r"([^I\n]*(?:I(?!N=)[^I\n]*)*)"
-    r"IN=([^ \n]*) OUT=([^ \n]*) "
-    r"[^S\n]*(?:S(?!RC=)[^S\n]*)*SRC=([^ \n]+) DST=([^ \n]+) "
-    r"[^P\n]*(?:P(?!ROTO=)[^P\n]*)*PROTO=([^ \n]+)"
-    r"(?: SPT=\d+ DPT=(\d+))?[^\n]*$"
+_LOG_BODY = (
+    _WRAPPER + r"([^I\n]*(?:I(?!N=)[^I\n]*)*)"
+    r"(IN=[^ \n]* OUT=[^ \n]* [^L\n]*)LEN="
+    r"[^P\n]*(?:P(?!ROTO=)[^P\n]*)*PROTO=([^ \n]+)(?: SPT=\d+ DPT=(\d+))?"
 )
-LOG_RX = re.compile(_LOG_LINE, re.MULTILINE)
+LOG_RX = re.compile(_LOG_BODY)
+# Over a batch: each match starts at a newline (a literal, so sre jumps between lines with a fast
+# search) and stays inside one line, so a line yields at most one match. A line that mentions
+# " OUT=" or ": policy " but is not a readable flow line matches the second branch: malformed.
+BATCH_RX = re.compile(r"\n(?:" + _LOG_BODY + r"|[^\n]*?( OUT=|: policy ))")
+_SPAN_RX = re.compile(r"IN=(\S*) OUT=(\S*) (?:\S+ )*?SRC=(\S+) DST=(\S+)")
 
 # eBPF dataplane (trace pipe): "cali527b0801ecb-E: policy ALLOWED proto 17 src A:P dest B:P",
 # possibly behind a trace_pipe header and/or a log prefix.
@@ -69,28 +73,40 @@ def count_lines(text: str) -> int:
     return text.count("\n") + (0 if text.endswith("\n") else 1)
 
 
+def split_span(span: str) -> tuple[str, str, str, str] | None:
+    """(in_iface, out_iface, src, dst) of a span, or None when it cannot be read."""
+    m = _SPAN_RX.match(span)
+    return m.groups() if m else None  # type: ignore[return-value]
+
+
 def parse_text(text: str) -> ParseResult:
     """Parse a batch of complete lines (newline separated, the last newline optional)."""
     res = ParseResult(lines=count_lines(text))
     if not res.lines:
         return res
-    if EBPF_MARK not in text:
-        found = LOG_RX.findall(text)
-        if len(found) == text.count(OUT_MARK):
-            # Every line that mentions OUT= matched once; all other lines are not flow lines.
-            res.ignored = res.lines - len(found)
-            for k, n in Counter(found).items():
-                res.counts[(*k, "")] += n
-            return res
-    for line in text.split("\n")[: res.lines]:
-        _classify(line, res)
+    if EBPF_MARK in text:
+        for line in text.split("\n")[: res.lines]:
+            _classify(line, res)
+        return res
+    found = Counter(BATCH_RX.findall("\n" + text))
+    matched = 0
+    for (head, span, proto, dport, bad), n in found.items():
+        matched += n
+        if bad:
+            res.malformed += n
+        else:
+            res.counts[(head, span, proto, dport or "", "")] += n
+    res.ignored = res.lines - matched
+    if res.malformed:
+        res.malformed_sample = next((ln for ln in text.split("\n") if OUT_MARK in ln and not LOG_RX.match(ln)), "")
     return res
 
 
 def _classify(line: str, res: ParseResult) -> None:
     m = LOG_RX.match(line)
     if m is not None:
-        res.counts[(*m.groups(default=""), "")] += 1
+        head, span, proto, dport = m.groups(default="")
+        res.counts[(head, span, proto, dport, "")] += 1
         return
     e = EBPF_RX.search(line)
     if e is not None:
@@ -120,4 +136,5 @@ def ebpf_key(line: str, m: re.Match[str]) -> RawKey | None:
     # tc ingress ("-I") sees packets coming *in* from the interface, like iptables' IN=.
     in_iface, out_iface = (iface, "") if hook == "I" else ("", iface)
     port = dport if proto in ("6", "17", "132", "136") else ""
-    return (head, in_iface, out_iface, _strip_brackets(src), _strip_brackets(dst), proto, port, action)
+    span = f"IN={in_iface} OUT={out_iface} SRC={_strip_brackets(src)} DST={_strip_brackets(dst)} "
+    return (head, span, proto, port, action)
