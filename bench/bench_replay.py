@@ -99,7 +99,8 @@ while left:
     step += 1
     if step % 20 == 0:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"  {{{distinct} - left:>10,}} flows fed, peak RSS {{rss:.0f}} MB, series {{len(pipe.flows)}}", flush=True)
+        print(f"  {{{distinct} - left:>10,}} flows fed, peak RSS {{rss:.0f}} MB, series {{len(pipe.flows)}}",
+              flush=True)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(f"memory: {{{distinct}:,}} distinct flows → peak RSS {{rss:.0f}} MB (target < 150 MB), "
       f"series {{len(pipe.flows)}} (cap {cap}), overflow events {{pipe.flows.overflowed:,.0f}}, "
@@ -109,8 +110,6 @@ print(f"memory: {{{distinct}:,}} distinct flows → peak RSS {{rss:.0f}} MB (tar
 
 
 def bench_scrape(series: int) -> None:
-    from prometheus_client import generate_latest
-
     from calico_lens.agent import Agent
     from calico_lens.config import Config
 
@@ -118,10 +117,11 @@ def bench_scrape(series: int) -> None:
     agent.pipeline.flows.add_counts(((f"ns{i % 50}", f"wl{i}", "pod", f"ns{i % 7}", f"dst{i % 300}", "pod",
                                       str(i % 1000), "tcp", "allow", "p", "default", "ingress"), 1.0)
                                     for i in range(series))
-    t0 = time.perf_counter()
-    body = generate_latest(agent.registry)
-    dt = time.perf_counter() - t0
-    print(f"scrape: {series:,} flow series → {len(body) / 1e6:.1f} MB exposition in {dt:.3f} s (target < 0.5 s)")
+    for attempt in ("first", "next"):
+        t0 = time.perf_counter()
+        body = agent.exposition()
+        dt = time.perf_counter() - t0
+        print(f"scrape ({attempt}): {series:,} flow series → {len(body) / 1e6:.1f} MB in {dt:.3f} s (target < 0.5 s)")
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from calico_lens.config import Config, ConfigError, split_address
 from calico_lens.kube.metadata import MetadataStore
-from calico_lens.metrics.collector import LensCollector
+from calico_lens.metrics.collector import LensCollector, render
 from calico_lens.pipeline import FlowPipeline
 from calico_lens.server import serve
 from calico_lens.sources.base import Source
@@ -55,6 +55,9 @@ class Agent:
         self._stop = threading.Event()
         self.httpd = None
 
+    def exposition(self) -> bytes:
+        return render(self.registry, self.pipeline)
+
     def _restarts(self) -> dict[str, int]:
         return dict(self.watcher.restarts) if self.watcher else {}
 
@@ -93,7 +96,7 @@ class Agent:
             self.watcher = KubeWatcher(self.store, api_client(self.cfg.kubeconfig))
             self.watcher.start()
         host, port = split_address(self.cfg.metrics_address)
-        self.httpd = serve(host, port, self.registry, self.ready)
+        self.httpd = serve(host, port, self.exposition, self.ready)
         self._spawn(self._work, "pipeline")
         self._spawn(self._housekeeping, "housekeeping")
         for spec in self.cfg.sources:

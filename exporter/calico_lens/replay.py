@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from prometheus_client import generate_latest
-
 from calico_lens.agent import Agent
 from calico_lens.config import Config, ConfigError
 from calico_lens.sources.tail import read_to_end
@@ -24,5 +22,5 @@ def replay(cfg: Config, paths: list[str], out=None) -> int:
             read_to_end(path, process, agent._error, name)
         except OSError as e:
             raise ConfigError(f"cannot read {path}: {e.strerror}") from None
-    (out or sys.stdout.buffer).write(generate_latest(agent.registry))
+    (out or sys.stdout.buffer).write(agent.exposition())
     return 0

@@ -6,8 +6,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST
 
 
 class _Server(ThreadingHTTPServer):
@@ -15,12 +14,12 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-def serve(host: str, port: int, registry: CollectorRegistry, ready: Callable[[], tuple[bool, str]]) -> _Server:
+def serve(host: str, port: int, metrics: Callable[[], bytes], ready: Callable[[], tuple[bool, str]]) -> _Server:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                self._send(200, metrics(), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
                 self._send(200, b"ok\n")
             elif path == "/readyz":

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from calico_lens import __version__
 from calico_lens.kube.metadata import MetadataStore
@@ -22,14 +23,8 @@ class LensCollector(Collector):
         self.watch_restarts = watch_restarts or (lambda: {})
 
     def collect(self) -> Iterator[Metric]:
+        # The large label tables are rendered by ``render`` below, not as metric families.
         p = self.pipeline
-        for table in p.tables:
-            fam = CounterMetricFamily(table.name, "Logged flows by source, destination, port, "
-                                      "protocol, policy and verdict.", labels=table.labels)
-            for key, value in table.snapshot():
-                fam.add_metric(key, value)
-            yield fam
-
         inputs = CounterMetricFamily(names.INPUT_LINES, "Input lines (or records) by source and result: "
                                      "parsed, ignored (not a flow), malformed.", labels=names.INPUT_LABELS)
         counts = dict(p.inputs)
@@ -84,3 +79,12 @@ class LensCollector(Collector):
         info = GaugeMetricFamily(names.BUILD_INFO, "calico-lens build information.", labels=("version",))
         info.add_metric((__version__,), 1)
         yield info
+
+
+def render(registry: CollectorRegistry, pipeline: FlowPipeline) -> bytes:
+    """The whole exposition: the self-metrics through prometheus_client, then the label tables,
+    which render themselves (tens of thousands of series would take prometheus_client seconds)."""
+    parts = [generate_latest(registry)]
+    for table in pipeline.tables:
+        parts.append(table.exposition(names.FLOWS_HELP).encode())
+    return b"".join(parts)

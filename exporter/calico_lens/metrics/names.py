@@ -8,6 +8,7 @@ PREFIX = "calico_lens"
 
 # Flow metrics.
 FLOWS = f"{PREFIX}_flows"  # exposed as calico_lens_flows_total (counter)
+FLOWS_HELP = "Logged flows by source, destination, port, protocol, policy, tier, verdict and direction."
 FLOW_LABELS: tuple[str, ...] = (
     "source_namespace",
     "source_workload",

@@ -29,6 +29,7 @@ class LabelTable:
         self.overflow_key: Labels = (OVERFLOW,) * len(labels)
         self._counts: dict[Labels, float] = {}
         self._seen: dict[Labels, float] = {}
+        self._rendered: dict[Labels, str] = {}  # label set → '{a="x",...}', kept with the series
         self.overflowed = 0.0  # events folded into the overflow series
         self.expired = 0  # series removed (idle past the TTL, or their pod went away)
         self._lock = threading.Lock()
@@ -64,6 +65,7 @@ class LabelTable:
             for k in old:
                 del self._counts[k]
                 del self._seen[k]
+                self._rendered.pop(k, None)
             self.expired += len(old)
         return len(old)
 
@@ -73,6 +75,7 @@ class LabelTable:
             for k in gone:
                 del self._counts[k]
                 del self._seen[k]
+                self._rendered.pop(k, None)
             self.expired += len(gone)
         return len(gone)
 
@@ -80,6 +83,31 @@ class LabelTable:
         with self._lock:
             return list(self._counts.items())
 
+    def exposition(self, help_text: str) -> str:
+        """The counter family in Prometheus text format. Label sets are rendered once per series
+        and remembered, so a scrape of tens of thousands of series costs one join."""
+        rows = self.snapshot()
+        rendered = self._rendered
+        name = self.name + "_total"
+        out = [f"# HELP {name} {help_text}\n# TYPE {name} counter\n"]
+        for key, value in rows:
+            lab = rendered.get(key)
+            if lab is None:
+                lab = "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in zip(self.labels, key, strict=True)) + "}"
+                rendered[key] = lab
+            out.append(f"{name}{lab} {_number(value)}\n")
+        return "".join(out)
+
     def total(self) -> float:
         with self._lock:
             return sum(self._counts.values())
+
+
+def _escape(value: str) -> str:
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return value
+
+
+def _number(v: float) -> str:
+    return str(int(v)) + ".0" if v.is_integer() else repr(v)
