@@ -94,10 +94,10 @@ pipe = FlowPipeline(Config(log_prefix=LOG_PREFIX, max_series={cap}, source_granu
 gen = TrafficGenerator(seed=2, distinct=True, wrapper="bare")
 left = {distinct}; t0 = time.perf_counter(); step = 0
 while left:
-    n = min(100000, left); left -= n
+    n = min(20000, left); left -= n
     pipe.process("file", "\\n".join(gen.lines(n)) + "\\n")
     step += 1
-    if step % 20 == 0:
+    if step % 100 == 0:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"  {{{distinct} - left:>10,}} flows fed, peak RSS {{rss:.0f}} MB, series {{len(pipe.flows)}}",
               flush=True)

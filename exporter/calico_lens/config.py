@@ -37,8 +37,7 @@ class Config:
     series_ttl: float = 3600.0  # seconds an idle series lives; 0 keeps them forever
     interface_prefix: str = "cali"  # FelixConfiguration interfacePrefix
     external_by_ip: bool = False  # name public/private endpoints by IP (high cardinality!)
-    enrich_cache_size: int = 200000  # distinct raw flow keys remembered between batches
-    batch_lines: int = 20000  # most lines handed to the pipeline at once
+    enrich_cache_size: int = 50000  # distinct raw flow keys remembered between batches (~30 MB)
     log_level: str = "info"
 
     @classmethod
@@ -101,7 +100,7 @@ def _coerce(name: str, value: Any) -> Any:
         return _choice(name, value, ("debug", "info", "warning", "error"))
     if name == "max_series":
         return _int(name, value, 2)
-    if name in ("enrich_cache_size", "batch_lines"):
+    if name == "enrich_cache_size":
         return _int(name, value, 1)
     if name == "series_ttl":
         return _duration(name, value)

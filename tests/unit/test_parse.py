@@ -6,7 +6,7 @@ import pytest
 from calico_lens.config import Config
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.metrics import names
-from calico_lens.parse.kernel_log import RawKey, parse_text, split_span
+from calico_lens.parse.kernel_log import RawKey, parse_lines, parse_text, split_span
 from calico_lens.parse.prefix import PrefixInfo, PrefixMatcher, TemplateError
 from calico_lens.pipeline import FlowPipeline
 from hypothesis import HealthCheck, given, settings
@@ -129,6 +129,9 @@ line_st = st.one_of(
     st.sampled_from(corpus_lines),
     st.sampled_from(corpus_lines).map(lambda s: s[: len(s) // 2]),
     st.sampled_from(corpus_lines).map(lambda s: s.replace("SRC=", "SRC=zz")),
+    st.sampled_from(corpus_lines).map(lambda s: s.split(" LEN=")[0]),
+    st.sampled_from(corpus_lines).map(lambda s: s.split(" PROTO=")[0] + " PROTO="),
+    st.sampled_from(corpus_lines).map(lambda s: s.rstrip()),
     st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=200),
     st.binary(max_size=200).map(lambda b: b.decode("utf-8", "replace").replace("\n", " ")),
 )
@@ -141,6 +144,24 @@ def test_parser_never_raises_on_bytes(data: bytes) -> None:
     res = parse_text(text)
     assert res.parsed + res.ignored + res.malformed == res.lines
     assert sum(res.counts.values()) == res.parsed
+
+
+def test_lines_cut_short_do_not_swallow_the_next_line() -> None:
+    text = (LINE.split(" LEN=")[0] + "\n"  # no LEN= and no PROTO=
+            + LINE.split(" PROTO=")[0] + "\n"  # no PROTO=
+            + "eth0: link up\n" + LINE + "\n")
+    res = parse_text(text)
+    assert (res.lines, res.parsed, res.ignored, res.malformed) == (4, 1, 1, 2)
+    assert [expand(k)[1:] for k in res.counts] == [KEY[1:]]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(line_st, min_size=1, max_size=40))
+def test_batch_path_equals_line_path(lines: list[str]) -> None:
+    text = "\n".join(lines) + "\n"
+    fast, slow = parse_text(text), parse_lines(text)
+    assert (fast.counts, fast.lines, fast.ignored, fast.malformed) == (slow.counts, slow.lines, slow.ignored,
+                                                                       slow.malformed)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -36,9 +36,15 @@ _LOG_BODY = (
 )
 LOG_RX = re.compile(_LOG_BODY)
 # Over a batch: each match starts at a newline (a literal, so sre jumps between lines with a fast
-# search) and stays inside one line, so a line yields at most one match. A line that mentions
-# " OUT=" or ": policy " but is not a readable flow line matches the second branch: malformed.
-BATCH_RX = re.compile(r"\n(?:" + _LOG_BODY + r"|[^\n]*?( OUT=|: policy ))")
+# search). The long middle stretches leave "\n" out of their classes, which makes sre about half
+# again as fast; ``parse_text`` then proves that no match ran past its line (the captures hold no
+# newline and every " OUT=" belongs to exactly one match) or redoes the batch line by line.
+# A line that mentions " OUT=" but is not a readable flow line matches the second branch: malformed.
+BATCH_RX = re.compile(
+    r"\n(?:" + _WRAPPER + r"([^I\n]*(?:I(?!N=)[^I\n]*)*)"
+    r"(IN=[^ ]* OUT=[^ ]* [^L]*)LEN=[^P]*(?:P(?!ROTO=)[^P]*)*PROTO=([^ \n]+)(?: SPT=\d+ DPT=(\d+))?"
+    r"|[^\n]*?( OUT=))"
+)
 _SPAN_RX = re.compile(r"IN=(\S*) OUT=(\S*) (?:\S+ )*?SRC=(\S+) DST=(\S+)")
 
 # eBPF dataplane (trace pipe): "cali527b0801ecb-E: policy ALLOWED proto 17 src A:P dest B:P",
@@ -85,20 +91,28 @@ def parse_text(text: str) -> ParseResult:
     if not res.lines:
         return res
     if EBPF_MARK in text:
-        for line in text.split("\n")[: res.lines]:
-            _classify(line, res)
-        return res
+        return parse_lines(text)
     found = Counter(BATCH_RX.findall("\n" + text))
+    if sum(found.values()) != text.count(OUT_MARK) or any("\n" in k[1] for k in found):
+        return parse_lines(text)  # a match ran past its line (a line cut short, a stray " OUT=")
     matched = 0
     for (head, span, proto, dport, bad), n in found.items():
         matched += n
         if bad:
             res.malformed += n
         else:
-            res.counts[(head, span, proto, dport or "", "")] += n
+            res.counts[(head, span, proto, dport, "")] += n
     res.ignored = res.lines - matched
     if res.malformed:
         res.malformed_sample = next((ln for ln in text.split("\n") if OUT_MARK in ln and not LOG_RX.match(ln)), "")
+    return res
+
+
+def parse_lines(text: str) -> ParseResult:
+    """The exact line-by-line path: same result as ``parse_text``, slower."""
+    res = ParseResult(lines=count_lines(text))
+    for line in text.split("\n")[: res.lines]:
+        _classify(line, res)
     return res
 
 
