@@ -17,6 +17,7 @@ from calico_lens.metrics.collector import LensCollector, render
 from calico_lens.pipeline import FlowPipeline
 from calico_lens.server import serve
 from calico_lens.sources.base import Source
+from calico_lens.sources.forward import ForwardSettings, ForwardSource
 from calico_lens.sources.kmsg import KmsgSource
 from calico_lens.sources.stdin import StdinSource
 from calico_lens.sources.tail import FileTail
@@ -41,6 +42,10 @@ def load_snapshot(store: MetadataStore, path: str) -> int:
     return store.load_list({"kind": "List", "items": items})
 
 
+class _Done(threading.Event):
+    ok = False
+
+
 class Agent:
     def __init__(self, cfg: Config, store: MetadataStore | None = None):
         self.cfg = cfg
@@ -49,7 +54,8 @@ class Agent:
         self.watcher = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(LensCollector(self.pipeline, self.store, self._restarts))
-        self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue(QUEUE_BATCHES)
+        # (source, text, lines ignored before parsing, done event or None)
+        self._queue: queue.Queue[tuple[str, str, int, _Done | None] | None] = queue.Queue(QUEUE_BATCHES)
         self._sources: list[Source] = []
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -70,7 +76,14 @@ class Agent:
         return False, "waiting for the first Kubernetes sync of: " + ", ".join(missing)
 
     def _sink(self, source: str, text: str) -> None:
-        self._queue.put((source, text))
+        self._queue.put((source, text, 0, None))
+
+    def _deliver_wait(self, source: str, text: str, ignored: int) -> None:
+        """Hand a batch over and return once it is counted (the Forward ack depends on it)."""
+        done = _Done()
+        self._queue.put((source, text, ignored, done))
+        if not done.wait(60) or not done.ok:
+            raise OSError(f"batch from {source} was not counted; not acknowledging it")
 
     def _error(self, source: str, reason: str, n: int) -> None:
         self.pipeline.source_error(source, reason, n)
@@ -84,6 +97,15 @@ class Agent:
             return StdinSource(self._sink, self._error)
         if spec.startswith("file:"):
             return FileTail(spec[5:], self._sink, self._error)
+        if spec.startswith("forward:"):
+            c = self.cfg
+            settings = ForwardSettings(
+                address=spec[len("forward:"):], shared_key=c.forward_shared_key, users=c.forward_users,
+                tls_cert=c.forward_tls_cert, tls_key=c.forward_tls_key, max_frame_bytes=c.forward_max_frame_bytes,
+                max_connections=c.forward_max_connections, idle_timeout=c.forward_idle_timeout,
+                frame_timeout=c.forward_frame_timeout)
+            return ForwardSource(settings, self._deliver_wait, self._error,
+                                 lambda reason: self.pipeline.source_error("forward", reason))
         raise ConfigError(f"sources: {spec!r} is not a source")
 
     def start(self, kube: bool = True) -> None:
@@ -124,11 +146,18 @@ class Agent:
             item = self._queue.get()
             if item is None:
                 return
+            source, text, ignored, done = item
             try:
-                self.pipeline.process(*item)
+                self.pipeline.process(source, text)
+                self.pipeline.count_input(source, "ignored", ignored)
+                if done is not None:
+                    done.ok = True
             except Exception:  # never lose the thread; the batch is reported, not silently dropped
-                log.exception("pipeline failed on a batch from %s", item[0])
-                self.pipeline.source_error(item[0], "pipeline_error", 1)
+                log.exception("pipeline failed on a batch from %s", source)
+                self.pipeline.source_error(source, "pipeline_error", 1)
+            finally:
+                if done is not None:
+                    done.set()
 
     def _housekeeping(self) -> None:
         interval = min(60.0, max(1.0, self.cfg.series_ttl / 10)) if self.cfg.series_ttl else 60.0

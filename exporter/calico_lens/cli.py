@@ -41,7 +41,8 @@ def _common(p: argparse.ArgumentParser, sources: bool = True) -> None:
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     if sources:
         p.add_argument("--source", action="append", dest="sources", metavar="SPEC",
-                       help="where flow lines come from: kmsg, stdin or file:PATH (repeatable)")
+                       help="where flow lines come from: kmsg, stdin, file:PATH, forward:HOST:PORT or "
+                            "forward:unix:PATH (Fluent Bit's forward output); repeatable")
         p.add_argument("--metrics-address", metavar="HOST:PORT",
                        help="where /metrics, /healthz and /readyz are served (default: 127.0.0.1:9808)")
         p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig outside a cluster (default: in-cluster)")

@@ -39,6 +39,15 @@ class Config:
     external_by_ip: bool = False  # name public/private endpoints by IP (high cardinality!)
     enrich_cache_size: int = 50000  # distinct raw flow keys remembered between batches (~30 MB)
     log_level: str = "info"
+    # Fluent Bit Forward receiver (sources: forward:HOST:PORT or forward:unix:PATH)
+    forward_shared_key: str = ""  # enables the HELO/PING/PONG handshake
+    forward_users: dict[str, str] = field(default_factory=dict)  # username: password (with a shared key)
+    forward_tls_cert: str = ""  # PEM certificate (and key) to serve TLS
+    forward_tls_key: str = ""
+    forward_max_frame_bytes: int = 16 * 1024 * 1024
+    forward_max_connections: int = 64
+    forward_idle_timeout: float = 60.0
+    forward_frame_timeout: float = 30.0  # a begun frame must complete within this (slow clients)
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -88,12 +97,26 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
 def validate_source(spec: str) -> str:
     if spec in ("kmsg", "stdin") or (spec.startswith("file:") and len(spec) > 5):
         return spec
+    if spec.startswith("forward:unix:") and len(spec) > 13:
+        return spec
+    if spec.startswith("forward:") and _ADDRESS.match(spec[8:]) and 0 <= int(spec.rpartition(":")[2]) < 65536:
+        return spec
     raise ConfigError(
-        f"sources: {spec!r} is not a source; use kmsg, stdin or file:PATH (forward:HOST:PORT comes later)"
+        f"sources: {spec!r} is not a source; use kmsg, stdin, file:PATH, forward:HOST:PORT or forward:unix:PATH"
     )
 
 
 def _coerce(name: str, value: Any) -> Any:
+    if name in ("forward_max_frame_bytes", "forward_max_connections"):
+        return _int(name, value, 1)
+    if name in ("forward_idle_timeout", "forward_frame_timeout"):
+        return _duration(name, value)
+    if name == "forward_users":
+        if isinstance(value, str):  # from the environment: user:password,user2:password2
+            value = dict(item.split(":", 1) for item in value.split(",") if ":" in item)
+        if not isinstance(value, dict):
+            raise ConfigError("forward_users: must be a mapping of username: password")
+        return {str(k): str(v) for k, v in value.items()}
     if name in ("source_granularity", "destination_granularity"):
         return _choice(name, value, GRANULARITIES)
     if name == "log_level":

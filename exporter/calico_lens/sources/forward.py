@@ -1,0 +1,343 @@
+"""Fluentd Forward Protocol v1 receiver, as Fluent Bit's ``forward`` output speaks it.
+
+Modes: Message ``[tag, time, record, opt?]``, Forward ``[tag, [entry, ...], opt?]``,
+PackedForward ``[tag, bin(entries), opt?]`` and CompressedPackedForward (gzip). An entry is
+``[time, record]`` or Fluent Bit 5's ``[[time, metadata], record]``; time is an integer or an
+EventTime (msgpack ext type 0). With a ``chunk`` option the reply ``{"ack": chunk}`` is sent only
+after the records went through the pipeline, so ``require_ack_response`` gives at-least-once
+delivery; a chunk that fails is not acked.
+
+Optional shared-key handshake (HELO → PING → PONG, with username/password) and TLS. Limits on
+frame size, decompressed size, connections and idle time; every cut-off is counted. Bad msgpack
+closes that connection only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import socket
+import ssl
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from calico_lens.sources.base import ErrorSink, Source
+
+log = logging.getLogger(__name__)
+
+MESSAGE_KEYS = ("log", "msg", "message", "MESSAGE")
+# deliver(source, text_of_lines, extra_ignored) → returns once the lines are counted
+Deliver = Callable[[str, str, int], None]
+
+
+class FrameError(ValueError):
+    """A frame that is not Forward protocol; the connection is closed."""
+
+
+@dataclass
+class ForwardSettings:
+    address: str  # "HOST:PORT" or "unix:PATH"
+    shared_key: str = ""
+    users: dict[str, str] = field(default_factory=dict)  # username → password (needs shared_key)
+    tls_cert: str = ""
+    tls_key: str = ""
+    max_frame_bytes: int = 16 * 1024 * 1024
+    max_decompressed_bytes: int = 64 * 1024 * 1024
+    max_connections: int = 64
+    idle_timeout: float = 60.0
+    frame_timeout: float = 30.0  # a frame once begun must arrive within this long (slow clients)
+    hostname: str = field(default_factory=socket.gethostname)
+
+
+def _text(v: Any) -> str | None:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return v if isinstance(v, str) else None
+
+
+def records_to_text(entries: list[Any]) -> tuple[str, int, int]:
+    """(lines, records with a message, records without one) of a list of entries."""
+    lines: list[str] = []
+    ignored = 0
+    for entry in entries:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+            raise FrameError("entry is not [time, record]")
+        record = entry[1]
+        if not isinstance(record, dict):
+            raise FrameError("record is not a map")
+        msg = None
+        for key in MESSAGE_KEYS:
+            msg = _text(record.get(key))
+            if msg is not None:
+                break
+        if msg is None:
+            ignored += 1  # a record we cannot read a line from: counted, not dropped silently
+            continue
+        # One record is one line; an embedded newline must not make it count twice.
+        lines.append(msg.rstrip("\n").replace("\n", " "))
+    text = "\n".join(lines) + "\n" if lines else ""
+    return text, len(lines), ignored
+
+
+def _entries_from_stream(data: bytes) -> list[Any]:
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, ext_hook=_ext_hook)
+    unpacker.feed(data)
+    return list(unpacker)
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == 0 and len(data) == 8:  # EventTime: seconds and nanoseconds, big-endian
+        return int.from_bytes(data[:4], "big") + int.from_bytes(data[4:], "big") / 1e9
+    return msgpack.ExtType(code, data)
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """Decompress one or more concatenated gzip members, refusing to grow past ``limit``."""
+    out = bytearray()
+    while data:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out += d.decompress(data, limit - len(out) + 1)
+        if len(out) > limit or d.unconsumed_tail:
+            raise FrameError(f"decompressed chunk exceeds {limit} bytes")
+        data = d.unused_data
+    return bytes(out)
+
+
+def decode_frame(frame: Any, max_decompressed: int) -> tuple[list[Any], dict]:
+    """(entries, options) of one Forward frame."""
+    if not isinstance(frame, (list, tuple)) or len(frame) < 2 or not isinstance(frame[0], str):
+        raise FrameError("frame is not [tag, ...]")
+    body = frame[1]
+    if isinstance(body, (int, float)):  # Message mode: [tag, time, record, option?]
+        if len(frame) < 3:
+            raise FrameError("message frame without a record")
+        opts = frame[3] if len(frame) > 3 and isinstance(frame[3], dict) else {}
+        return [[body, frame[2]]], opts
+    opts = frame[2] if len(frame) > 2 and isinstance(frame[2], dict) else {}
+    if isinstance(body, list):  # Forward mode
+        entries = body
+    elif isinstance(body, (bytes, bytearray)):  # PackedForward, maybe gzip-compressed
+        raw = bytes(body)
+        if opts.get("compressed") == "gzip":
+            raw = gunzip(raw, max_decompressed)
+        try:
+            entries = _entries_from_stream(raw)
+        except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as e:
+            raise FrameError(f"packed entries are not msgpack: {e}") from None
+    elif isinstance(body, msgpack.ExtType) and body.code == 0:
+        if len(frame) < 3:
+            raise FrameError("message frame without a record")
+        opts = frame[3] if len(frame) > 3 and isinstance(frame[3], dict) else {}
+        return [[_ext_hook(0, body.data), frame[2]]], opts
+    else:
+        raise FrameError("frame body is neither a time, entries nor packed entries")
+    fixed = []
+    for e in entries:
+        if isinstance(e, (list, tuple)) and len(e) == 2 and isinstance(e[0], (list, tuple)):
+            e = [e[0][0] if e[0] else 0, e[1]]  # Fluent Bit 5: [[time, metadata], record]
+        fixed.append(e)
+    return fixed, opts
+
+
+def _sha512_hex(*parts: str | bytes) -> str:
+    h = hashlib.sha512()
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+    return h.hexdigest()
+
+
+class ForwardSource(Source):
+    """Listens on TCP or a unix socket; one thread per connection, bounded in number."""
+
+    name = "forward"
+
+    def __init__(self, settings: ForwardSettings, deliver: Deliver, error: ErrorSink,
+                 reject: Callable[[str], None]):
+        super().__init__(lambda s, t: deliver(s, t, 0), error)
+        self.settings = settings
+        self.deliver = deliver
+        self.reject = reject  # reject(reason): counted cut-offs
+        self.sock: socket.socket | None = None
+        self.bound = threading.Event()
+        self._active = 0
+        self._lock = threading.Lock()
+        self._ssl: ssl.SSLContext | None = None
+        if settings.tls_cert:
+            self._ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._ssl.load_cert_chain(settings.tls_cert, settings.tls_key or None)
+
+    @property
+    def address(self) -> str:
+        if self.sock is None:
+            return ""
+        if self.sock.family == socket.AF_UNIX:
+            return "unix:" + self.settings.address[5:]
+        host, port = self.sock.getsockname()[:2]
+        return f"{host}:{port}"
+
+    def _listen(self) -> socket.socket:
+        addr = self.settings.address
+        if addr.startswith("unix:"):
+            path = addr[5:]
+            if os.path.exists(path):
+                os.unlink(path)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(path)
+            os.chmod(path, 0o660)
+        else:
+            host, _, port = addr.rpartition(":")
+            host = host.strip("[]") or "127.0.0.1"
+            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, int(port)))
+        s.listen(128)
+        s.settimeout(0.2)
+        return s
+
+    def run(self) -> None:
+        self.sock = self._listen()
+        self.bound.set()
+        try:
+            while not self.stopped.is_set():
+                try:
+                    conn, _ = self.sock.accept()
+                except TimeoutError:
+                    continue
+                with self._lock:
+                    if self._active >= self.settings.max_connections:
+                        self.reject("too_many_connections")
+                        conn.close()
+                        continue
+                    self._active += 1
+                threading.Thread(target=self._serve, args=(conn,), daemon=True, name="forward-conn").start()
+        finally:
+            self.sock.close()
+            if self.settings.address.startswith("unix:"):
+                try:
+                    os.unlink(self.settings.address[5:])
+                except OSError:
+                    pass
+
+    # --- one connection ----------------------------------------------------------------------------
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            if self._ssl is not None:
+                conn.settimeout(self.settings.idle_timeout)
+                conn = self._ssl.wrap_socket(conn, server_side=True)
+            conn.settimeout(min(1.0, self.settings.idle_timeout))
+            unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, ext_hook=_ext_hook,
+                                        max_buffer_size=self.settings.max_frame_bytes)
+            if self.settings.shared_key and not self._handshake(conn, unpacker):
+                return
+            self._frames(conn, unpacker)
+        except ssl.SSLError:
+            self.reject("tls_error")
+        except OSError:
+            pass  # the peer went away; nothing half-counted is acked
+        finally:
+            try:
+                conn.close()
+            finally:
+                with self._lock:
+                    self._active -= 1
+
+    def _read_obj(self, conn: socket.socket, unpacker: msgpack.Unpacker) -> Any:
+        """The next msgpack object; raises on idle, slow or oversized input."""
+        last = time.monotonic()
+        started: float | None = None
+        while True:
+            try:
+                return next(unpacker)
+            except StopIteration:
+                pass
+            except msgpack.BufferFull:
+                raise FrameError("frame_too_large") from None
+            except (msgpack.FormatError, msgpack.StackError, msgpack.ExtraData, ValueError) as e:
+                raise FrameError(f"malformed_msgpack: {e}") from None
+            try:
+                data = conn.recv(1 << 18)
+            except TimeoutError:
+                now = time.monotonic()
+                if started is not None and now - started > self.settings.frame_timeout:
+                    raise FrameError("slow_client") from None
+                if now - last > self.settings.idle_timeout:
+                    raise FrameError("idle_timeout") from None
+                if self.stopped.is_set():
+                    raise FrameError("shutting_down") from None
+                continue
+            if not data:
+                raise EOFError
+            last = time.monotonic()
+            if started is None:
+                started = last
+            elif last - started > self.settings.frame_timeout:
+                raise FrameError("slow_client")
+            try:
+                unpacker.feed(data)
+            except msgpack.BufferFull:
+                raise FrameError("frame_too_large") from None
+
+    def _handshake(self, conn: socket.socket, unpacker: msgpack.Unpacker) -> bool:
+        s = self.settings
+        nonce, salt = secrets.token_bytes(16), secrets.token_bytes(16)
+        conn.sendall(msgpack.packb(["HELO", {"nonce": nonce, "auth": salt if s.users else b"", "keepalive": True}]))
+        try:
+            ping = self._read_obj(conn, unpacker)
+        except (FrameError, EOFError):
+            self.reject("auth_failed")
+            return False
+        ok, reason = False, "malformed PING"
+        if isinstance(ping, list) and len(ping) >= 4 and ping[0] == "PING":
+            client_host, key_salt, digest = _text(ping[1]) or "", ping[2], _text(ping[3]) or ""
+            key_salt_b = key_salt if isinstance(key_salt, bytes) else str(key_salt).encode()
+            ok = secrets.compare_digest(digest, _sha512_hex(key_salt_b, client_host, nonce, s.shared_key))
+            reason = "" if ok else "shared key mismatch"
+            if ok and s.users:
+                user = _text(ping[4]) if len(ping) > 4 else ""
+                pw_digest = _text(ping[5]) if len(ping) > 5 else ""
+                want = s.users.get(user or "")
+                ok = want is not None and secrets.compare_digest(pw_digest or "", _sha512_hex(salt, user or "", want))
+                reason = "" if ok else "username/password mismatch"
+            reply_digest = _sha512_hex(key_salt_b, s.hostname, nonce, s.shared_key) if ok else ""
+        else:
+            reply_digest = ""
+        conn.sendall(msgpack.packb(["PONG", ok, reason, s.hostname, reply_digest]))
+        if not ok:
+            self.reject("auth_failed")
+        return ok
+
+    def _frames(self, conn: socket.socket, unpacker: msgpack.Unpacker) -> None:
+        while not self.stopped.is_set():
+            try:
+                frame = self._read_obj(conn, unpacker)
+            except EOFError:
+                return
+            except FrameError as e:
+                self.reject(str(e).split(":")[0])
+                log.info("forward: closing a connection: %s", e)
+                return
+            try:
+                entries, opts = decode_frame(frame, self.settings.max_decompressed_bytes)
+                text, _, ignored = records_to_text(entries)
+            except FrameError as e:
+                self.reject("malformed_frame")
+                log.info("forward: closing a connection: %s", e)
+                return
+            # Counted before the ack: the pipeline has seen every record once this returns.
+            self.deliver(self.name, text, ignored)
+            chunk = opts.get("chunk")
+            if chunk is not None:
+                conn.sendall(msgpack.packb({"ack": chunk}))
+
+
+def parse_address(spec: str) -> str:
+    """``forward:HOST:PORT`` / ``forward:unix:PATH`` → the listener address."""
+    return spec[len("forward:"):]

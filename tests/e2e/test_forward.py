@@ -1,0 +1,231 @@
+"""The Fluent Bit Forward receiver: every mode, acks, auth, limits, the real fluent-logger client,
+and the Fluent Bit parser regexes run with Oniguruma."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections import Counter
+
+import msgpack
+import onigurumacffi
+import pytest
+import requests
+import yaml
+from calico_lens.metrics import names
+from calico_lens.parse.kernel_log import parse_text, split_span
+from fluent import sender as fluent_sender
+
+from tests.e2e.agent_proc import AgentProcess
+from tests.forward_client import ForwardClient, entry
+from tests.helpers import KERNEL, ROOT, as_bare, case, flows, inputs, samples
+from tests.prom import Prometheus, free_port
+
+RECORDS, META, SNAP = case("iptables-cut")
+LINES = as_bare(RECORDS).splitlines()
+TOTAL = sum(META["expected"].values())
+
+
+def agent(tmp_path, *extra: str, config: dict | None = None, address: str | None = None) -> AgentProcess:
+    addr = address or f"127.0.0.1:{free_port()}"
+    args = ["--source", f"forward:{addr}", "--snapshot", str(SNAP), "--log-prefix", META["log_prefix"], *extra]
+    if config:
+        cfg = tmp_path / "agent.yaml"
+        cfg.write_text(yaml.safe_dump(config))
+        args += ["--config", str(cfg)]
+    a = AgentProcess(*args)
+    a.forward = addr  # type: ignore[attr-defined]
+    return a
+
+
+def metrics(a: AgentProcess) -> str:
+    return requests.get(a.url + "/metrics", timeout=5).text
+
+
+def source_errors(text: str) -> Counter:
+    return Counter({(lab["source"], lab["reason"]): int(v)
+                    for lab, v in samples(text).get(names.SOURCE_ERRORS + "_total", [])})
+
+
+def wait_for_listener(address: str) -> None:
+    host, _, port = address.rpartition(":")
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("forward listener did not come up")
+
+
+def test_every_mode_counts_exactly(tmp_path) -> None:
+    with agent(tmp_path) as a:
+        wait_for_listener(a.forward)
+        c = ForwardClient(a.forward)
+        n = len(LINES)
+        keys = ["log", "msg", "message", "MESSAGE"]
+        third = n // 3
+        # Message mode, one record per frame, each with a chunk id → one ack each.
+        for i, line in enumerate(LINES[:third]):
+            c.message("kernel", {keys[i % 4]: line, "priority": 5}, chunk=f"m{i}")
+            assert c.ack() == {"ack": f"m{i}"}
+        # Forward mode with Fluent Bit 5's metadata entries.
+        c.forward("kernel", [entry({"msg": ln}, metadata=True) for ln in LINES[third:2 * third]], chunk="fwd")
+        assert c.ack() == {"ack": "fwd"}
+        rest = LINES[2 * third:]
+        half = len(rest) // 2
+        c.packed("kernel", [entry({"log": ln}) for ln in rest[:half]], chunk="packed")
+        assert c.ack() == {"ack": "packed"}
+        c.packed("kernel", [entry({"MESSAGE": ln}, metadata=True) for ln in rest[half:]]
+                 + [entry({"other": "no message here"}), entry({"log": "systemd[1]: Started."})],
+                 chunk="gz", compress=True)
+        assert c.ack() == {"ack": "gz"}
+        # Acked means counted: no waiting needed before reading the metrics.
+        text = metrics(a)
+        c.close()
+    assert flows(text) == META["expected"]
+    got = inputs(text)
+    assert got[("forward", "parsed")] == TOTAL
+    assert got[("forward", "ignored")] == n - TOTAL + 2
+    assert got[("forward", "malformed")] == 0
+
+
+def test_fluent_logger_client_and_prometheus(tmp_path) -> None:
+    with agent(tmp_path) as a, Prometheus([a.address]) as prom:
+        wait_for_listener(a.forward)
+        host, _, port = a.forward.rpartition(":")
+        s = fluent_sender.FluentSender("calico", host=host, port=int(port), nanosecond_precision=True)
+        for line in LINES:
+            assert s.emit("kernel", {"log": line}), s.last_error
+        s.close()
+        prom.wait_value(f"sum({names.FLOWS}_total)", TOTAL)
+        prom.wait_value(f'sum({names.INPUT_LINES}_total{{source="forward",result="parsed"}})', TOTAL)
+
+
+def test_failed_chunk_is_not_acked_and_retry_is_not_lost(tmp_path) -> None:
+    with agent(tmp_path) as a:
+        wait_for_listener(a.forward)
+        c = ForwardClient(a.forward)
+        bad = msgpack.packb(["kernel", b"\xc1\xc1 not msgpack", {"chunk": "bad", "size": 1}], use_bin_type=True)
+        c.send_raw(bad)
+        with pytest.raises((EOFError, ConnectionError)):
+            c.ack()
+        c.close()
+        # A chunk whose connection drops before the ack is read is sent again by Fluent Bit.
+        chunk = [entry({"log": ln}) for ln in LINES]
+        c1 = ForwardClient(a.forward)
+        c1.packed("kernel", chunk, chunk="retry")
+        c1.close()
+        c2 = ForwardClient(a.forward)
+        c2.packed("kernel", chunk, chunk="retry")
+        assert c2.ack() == {"ack": "retry"}
+        c2.close()
+        text = metrics(a)
+    parsed = inputs(text)[("forward", "parsed")]
+    assert parsed in (TOTAL, 2 * TOTAL)  # at least once: never lost
+    assert source_errors(text)[("forward", "malformed_frame")] == 1
+
+
+def test_shared_key_and_users(tmp_path) -> None:
+    cfg = {"forward_shared_key": "s3cret", "forward_users": {"fluent": "bit"}}
+    with agent(tmp_path, config=cfg) as a:
+        wait_for_listener(a.forward)
+        good = ForwardClient(a.forward, shared_key="s3cret", user="fluent", password="bit")
+        assert good.pong[:3] == ["PONG", True, ""]
+        good.forward("kernel", [entry({"log": LINES[1]})], chunk="ok")
+        assert good.ack() == {"ack": "ok"}
+        good.close()
+        for key, user, pw in (("wrong", "fluent", "bit"), ("s3cret", "fluent", "nope"), ("s3cret", "", "")):
+            bad = ForwardClient(a.forward, shared_key=key, user=user, password=pw)
+            assert bad.pong[1] is False
+            bad.close()
+        time.sleep(0.2)
+        text = metrics(a)
+    assert source_errors(text)[("forward", "auth_failed")] == 3
+    assert inputs(text)[("forward", "parsed")] + inputs(text)[("forward", "ignored")] == 1
+
+
+def test_garbage_huge_and_slow_clients_are_cut_off(tmp_path) -> None:
+    cfg = {"forward_max_frame_bytes": 65536, "forward_frame_timeout": "1s", "forward_idle_timeout": "3s"}
+    with agent(tmp_path, config=cfg) as a:
+        wait_for_listener(a.forward)
+        g = ForwardClient(a.forward)
+        g.send_raw(b"\xc1" * 64)  # 0xc1 is never valid msgpack
+        with pytest.raises((EOFError, ConnectionError)):
+            g.ack()
+        h = ForwardClient(a.forward)
+        big = msgpack.packb(["kernel", [entry({"log": "x" * 200_000})], {"chunk": "big"}])
+        with pytest.raises((EOFError, ConnectionError, BrokenPipeError)):
+            h.send_raw(big)
+            h.ack()
+        s = ForwardClient(a.forward)
+        frame = msgpack.packb(["kernel", [entry({"log": LINES[1]})], {"chunk": "slow"}])
+        # A slow client: one byte at a time, slower than the frame timeout allows.
+        with pytest.raises((EOFError, ConnectionError, BrokenPipeError)):
+            for b in frame:
+                s.send_raw(bytes([b]))
+                time.sleep(0.1)
+            s.ack()
+        # Meanwhile, and after, other connections are served.
+        ok = ForwardClient(a.forward)
+        ok.forward("kernel", [entry({"log": ln}) for ln in LINES], chunk="fine")
+        assert ok.ack() == {"ack": "fine"}
+        ok.close()
+        text = metrics(a)
+    errs = source_errors(text)
+    assert errs[("forward", "malformed_msgpack")] == 1
+    assert errs[("forward", "frame_too_large")] == 1
+    assert errs[("forward", "slow_client")] == 1
+    assert inputs(text)[("forward", "parsed")] == TOTAL
+
+
+def test_unix_socket_listener(tmp_path) -> None:
+    path = tmp_path / "forward.sock"
+    with agent(tmp_path, address=f"unix:{path}") as a:
+        end = time.monotonic() + 10
+        while not path.exists() and time.monotonic() < end:
+            time.sleep(0.05)
+        c = ForwardClient(f"unix:{path}")
+        c.forward("kernel", [entry({"msg": ln}) for ln in LINES], chunk="u")
+        assert c.ack() == {"ack": "u"}
+        c.close()
+        assert flows(metrics(a)) == META["expected"]
+
+
+def test_fluentbit_parser_regex_matches_the_agent_parser() -> None:
+    """Oniguruma (Fluent Bit's regex engine) extracts the same fields as the agent's parser."""
+    doc = yaml.safe_load((ROOT / "fluentbit" / "parsers.yaml").read_text())
+    parser = next(p for p in doc["parsers"] if p["name"] == "calico_flow")
+    names_in_order = re.findall(r"\(\?<(\w+)>", parser["regex"])
+    rx = onigurumacffi.compile(parser["regex"])
+    checked = 0
+    for f in sorted(KERNEL.glob("*.kmsg")):
+        for line in as_bare(f.read_text()).splitlines():
+            ours = parse_text(line + "\n")
+            m = rx.search(line)
+            if not ours.counts:
+                assert m is None or " OUT=" in line, line
+                continue
+            ((head, span, proto, dport, _),) = ours.counts
+            assert m is not None, line
+            got = {n: m.group(i + 1) for i, n in enumerate(names_in_order)}
+            in_if, out_if, src, dst = split_span(span)
+            assert (got["prefix"], got["in_iface"], got["out_iface"], got["src"], got["dst"], got["proto"],
+                    got["dport"] or "") == (head, in_if, out_if, src, dst, proto, dport), line
+            checked += 1
+    assert checked > 100
+
+
+def test_pipelines_are_fluentbit_yaml() -> None:
+    for f in sorted((ROOT / "fluentbit").glob("kernel-*.yaml")):
+        doc = yaml.safe_load(f.read_text())
+        out = doc["pipeline"]["outputs"][0]
+        assert out["name"] == "forward" and out["require_ack_response"] is True, f
+        assert doc["service"]["parsers_file"] == "parsers.yaml"
+        assert any(i.get("storage.type") == "filesystem" for i in doc["pipeline"]["inputs"]), f
+        grep = next(x for x in doc["pipeline"]["filters"] if x["name"] == "grep")
+        key, pattern = grep["regex"].split(" ", 1)
+        rx = onigurumacffi.compile(pattern)
+        assert rx.search(LINES[1]) is not None and rx.search("usb 1-1: new device") is None
