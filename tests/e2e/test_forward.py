@@ -226,6 +226,6 @@ def test_pipelines_are_fluentbit_yaml() -> None:
         assert doc["service"]["parsers_file"] == "parsers.yaml"
         assert any(i.get("storage.type") == "filesystem" for i in doc["pipeline"]["inputs"]), f
         grep = next(x for x in doc["pipeline"]["filters"] if x["name"] == "grep")
-        key, pattern = grep["regex"].split(" ", 1)
+        _key, pattern = grep["regex"].split(" ", 1)
         rx = onigurumacffi.compile(pattern)
         assert rx.search(LINES[1]) is not None and rx.search("usb 1-1: new device") is None

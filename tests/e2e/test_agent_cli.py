@@ -1,0 +1,80 @@
+"""The agent as operators meet it: flags, config errors, readiness against a Kubernetes API."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+import yaml
+
+from calico_lens import __version__
+from calico_lens.config import Config
+from calico_lens.kube.metadata import MetadataStore
+from calico_lens.pipeline import FlowPipeline
+from tests.e2e.agent_proc import AgentProcess
+from tests.helpers import run_cli
+from tests.kubeapi import FakeKubeAPI
+from tests.unit.test_kube_watch import pod
+
+
+def test_version_and_help() -> None:
+    assert run_cli("--version").stdout.decode().strip() == f"calico-lens {__version__}"
+    out = run_cli("--help").stdout.decode()
+    for word in ("demo", "replay", "agent", "CALICO_LENS_LOG_PREFIX"):
+        assert word in out
+    assert "--log-prefix" in run_cli("agent", "--help").stdout.decode()
+
+
+def test_bad_config_exits_before_serving(tmp_path) -> None:
+    p = run_cli("agent", "--source", "tcp:1.2.3.4", check=False)
+    assert p.returncode == 2
+    assert b"sources: 'tcp:1.2.3.4' is not a source" in p.stderr
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("max_series: -5\n")
+    p = run_cli("replay", "--config", str(cfg), "/dev/null", check=False)
+    assert p.returncode == 2 and b"max_series: -5 is too small" in p.stderr
+    p = run_cli("replay", "/no/such/file", check=False)
+    assert p.returncode == 2 and b"cannot read /no/such/file" in p.stderr
+
+
+def test_ready_only_after_first_kubernetes_sync(tmp_path) -> None:
+    with FakeKubeAPI() as api:
+        api.forbidden.add("pods")
+        api.put("pods", pod("web-0", "10.0.0.1"))
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "test",
+            "clusters": [{"name": "test", "cluster": {"server": api.url}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+            "users": [{"name": "test", "user": {"token": "t"}}]}))
+        feed = tmp_path / "kern.log"
+        feed.write_text("")
+        with AgentProcess("--source", f"file:{feed}", "--kubeconfig", str(kubeconfig), ready=False) as a:
+            time.sleep(1.0)
+            r = requests.get(a.url + "/readyz", timeout=5)
+            assert r.status_code == 503 and "pods" in r.text
+            api.forbidden.discard("pods")
+            end = time.monotonic() + 20
+            while requests.get(a.url + "/readyz", timeout=5).status_code != 200:
+                assert time.monotonic() < end, "never became ready"
+                time.sleep(0.2)
+            text = requests.get(a.url + "/metrics", timeout=5).text
+            assert 'calico_lens_kubernetes_objects{resource="pods"} 1.0' in text
+            assert 'calico_lens_kubernetes_synced{resource="pods"} 1.0' in text
+
+
+def test_pod_series_go_when_the_pod_goes() -> None:
+    store = MetadataStore()
+    store.load_list({"kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-0", "namespace": "shop"},
+         "status": {"phase": "Running", "podIP": "10.0.0.1"}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1", "namespace": "shop"},
+         "status": {"phase": "Running", "podIP": "10.0.0.2"}}]})
+    pipe = FlowPipeline(Config(source_granularity="pod"), store)
+    line = ("calico-packet: IN=cali1 OUT=eth0 SRC={} DST=1.1.1.1 LEN=60 TOS=0x00 PREC=0x00 TTL=63 ID=1 DF "
+            "PROTO=TCP SPT=1 DPT=443 \n")
+    pipe.process("file", line.format("10.0.0.1") + line.format("10.0.0.2"))
+    assert {k[1] for k, _ in pipe.flows.snapshot()} == {"web-0", "web-1"}
+    store.apply("pods", "DELETED", {"metadata": {"name": "web-0", "namespace": "shop"}})
+    assert {k[1] for k, _ in pipe.flows.snapshot()} == {"web-1"}
+    assert pipe.flows.expired == 1
