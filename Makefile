@@ -16,6 +16,7 @@ lint: setup
 
 bench: setup
 	.venv/bin/python bench/bench_replay.py
+	.venv/bin/python bench/bench_forward.py
 
 clean:
 	rm -rf .venv build *.egg-info exporter/*.egg-info .pytest_cache

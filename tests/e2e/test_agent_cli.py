@@ -6,11 +6,11 @@ import time
 
 import requests
 import yaml
-
 from calico_lens import __version__
 from calico_lens.config import Config
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.pipeline import FlowPipeline
+
 from tests.e2e.agent_proc import AgentProcess
 from tests.helpers import run_cli
 from tests.kubeapi import FakeKubeAPI

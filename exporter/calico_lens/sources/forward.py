@@ -64,7 +64,24 @@ def _text(v: Any) -> str | None:
 
 
 def records_to_text(entries: list[Any]) -> tuple[str, int, int]:
-    """(lines, records with a message, records without one) of a list of entries."""
+    """(lines, records with a message, records without one) of a list of entries.
+
+    Both entry shapes hold the record at index 1. The common case, every record carrying its line
+    under the same key, is one list comprehension; anything else takes the careful path."""
+    if entries:
+        try:
+            first = entries[0][1]
+            key = next(k for k in MESSAGE_KEYS if k in first)
+            lines = [e[1][key] for e in entries]
+            text = "\n".join(lines)
+            if text.count("\n") == len(lines) - 1:  # no record held a newline of its own
+                return text + "\n", len(lines), 0
+        except (KeyError, TypeError, IndexError, StopIteration):
+            pass
+    return _records_to_text_careful(entries)
+
+
+def _records_to_text_careful(entries: list[Any]) -> tuple[str, int, int]:
     lines: list[str] = []
     ignored = 0
     for entry in entries:
@@ -139,12 +156,9 @@ def decode_frame(frame: Any, max_decompressed: int) -> tuple[list[Any], dict]:
         return [[_ext_hook(0, body.data), frame[2]]], opts
     else:
         raise FrameError("frame body is neither a time, entries nor packed entries")
-    fixed = []
-    for e in entries:
-        if isinstance(e, (list, tuple)) and len(e) == 2 and isinstance(e[0], (list, tuple)):
-            e = [e[0][0] if e[0] else 0, e[1]]  # Fluent Bit 5: [[time, metadata], record]
-        fixed.append(e)
-    return fixed, opts
+    # Entries are [time, record] or Fluent Bit 5's [[time, metadata], record]: the record is at
+    # index 1 in both, which is all records_to_text reads.
+    return entries, opts
 
 
 def _sha512_hex(*parts: str | bytes) -> str:
