@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT / "exporter"))
 sys.path.insert(0, str(ROOT))
 
 from calico_lens.demo.cluster import LOG_PREFIX, TrafficGenerator, snapshot  # noqa: E402
+
 from tests.forward_client import ForwardClient, event_time  # noqa: E402
 from tests.prom import free_port, wait_http  # noqa: E402
 
