@@ -90,7 +90,8 @@ from calico_lens.kube.metadata import MetadataStore
 from calico_lens.pipeline import FlowPipeline
 from calico_lens.demo.cluster import LOG_PREFIX, TrafficGenerator, snapshot
 store = MetadataStore(); store.load_list(snapshot())
-pipe = FlowPipeline(Config(log_prefix=LOG_PREFIX, max_series={cap}, source_granularity="pod"), store)
+pipe = FlowPipeline(Config(log_prefix=LOG_PREFIX, max_series={cap}, source_granularity="pod",
+                           external_by_ip=True), store)  # every flow a new label set: the cap must hold
 gen = TrafficGenerator(seed=2, distinct=True, wrapper="bare")
 left = {distinct}; t0 = time.perf_counter(); step = 0
 while left:
