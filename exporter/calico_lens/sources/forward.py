@@ -305,7 +305,9 @@ class ForwardSource(Source):
         conn.sendall(msgpack.packb(["HELO", {"nonce": nonce, "auth": salt if s.users else b"", "keepalive": True}]))
         try:
             ping = self._read_obj(conn, unpacker)
-        except (FrameError, EOFError):
+        except EOFError:
+            return False  # hung up before PING (a TCP probe, say): nothing was refused
+        except FrameError:
             self.reject("auth_failed")
             return False
         ok, reason = False, "malformed PING"
