@@ -35,25 +35,31 @@ def timed(cmd: list[str]) -> tuple[float, float, subprocess.CompletedProcess]:
     return time.perf_counter() - t0, cpu_of_children() - c0, p
 
 
-def make_corpus(path: Path, lines: int) -> None:
-    gen = TrafficGenerator(seed=1)
+def make_corpus(path: Path, lines: int, wrapper: str) -> None:
+    """Generated lines as rsyslog writes them (syslog) or as /dev/kmsg hands them out (kmsg)."""
+    gen = TrafficGenerator(seed=1, wrapper="bare" if wrapper == "kmsg" else wrapper)
+    seq = 0
     with path.open("w") as fh:
         left = lines
         while left:
             n = min(50000, left)
-            fh.write("\n".join(gen.lines(n)) + "\n")
+            batch = gen.lines(n)
+            if wrapper == "kmsg":
+                batch = [f"5,{seq + i},{(seq + i) * 997 + 5_000_000_000},-;{ln}" for i, ln in enumerate(batch)]
+            seq += n
+            fh.write("\n".join(batch) + "\n")
             left -= n
 
 
-def bench_throughput(lines: int, work: Path) -> None:
+def bench_throughput(lines: int, work: Path, wrapper: str) -> None:
     import yaml
 
-    corpus = work / "kern.log"
+    corpus = work / f"kern-{wrapper}.log"
     snap = work / "cluster.yaml"
     snap.write_text(yaml.safe_dump(snapshot()))
-    make_corpus(corpus, lines)
+    make_corpus(corpus, lines, wrapper)
     size = corpus.stat().st_size / 1e6
-    print(f"corpus: {lines} realistic Calico LOG lines (syslog-wrapped, cut prefixes), {size:.0f} MB")
+    print(f"corpus: {lines} realistic Calico LOG lines ({wrapper} form, cut prefixes), {size:.0f} MB")
     cli = [str(ROOT / ".venv/bin/calico-lens"), "replay", "--snapshot", str(snap), "--log-prefix", LOG_PREFIX,
            str(corpus)]
     wall, cpu, p = timed(cli)
@@ -67,7 +73,7 @@ def bench_throughput(lines: int, work: Path) -> None:
         print("mtail: not installed (make setup installs it); no ratio")
         return
     progs = work / "progs"
-    progs.mkdir()
+    progs.mkdir(exist_ok=True)
     shutil.copy(ROOT / "bench/calico_flows.mtail", progs)
     wall_m, cpu_m, pm = timed(["mtail", "--progs", str(progs), "--logs", str(corpus), "--one_shot",
                                "--one_shot_format", "prometheus", "--logtostderr"])
@@ -134,7 +140,8 @@ def main() -> None:
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="cl-bench-") as d:
-        bench_throughput(args.lines, Path(d))
+        for wrapper in ("kmsg", "syslog"):
+            bench_throughput(args.lines, Path(d), wrapper)
     bench_scrape(args.series)
     if args.distinct:
         bench_memory(args.distinct, args.cap)
