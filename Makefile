@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Both run setup first.
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench rules clean
 
 setup:
 	@bash scripts/setup.sh
@@ -8,15 +8,18 @@ demo: setup
 	.venv/bin/calico-lens demo
 
 test: setup
-	.venv/bin/ruff check exporter tests bench
+	.venv/bin/ruff check exporter tests bench alerts
 	.venv/bin/python -m pytest -q tests
 
 lint: setup
-	.venv/bin/ruff check exporter tests bench
+	.venv/bin/ruff check exporter tests bench alerts
 
 bench: setup
 	.venv/bin/python bench/bench_replay.py
 	.venv/bin/python bench/bench_forward.py
+
+rules: setup
+	.venv/bin/python alerts/generate.py
 
 clean:
 	rm -rf .venv build *.egg-info exporter/*.egg-info .pytest_cache

@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pair in prometheus:prometheus promtool:prometheus mtail:mtail iptables:iptables nft:nftables \
+for pair in prometheus:prometheus promtool:prometheus amtool:prometheus-alertmanager mtail:mtail iptables:iptables nft:nftables \
             conntrack:conntrack ping:iputils-ping socat:socat ip:iproute2; do
   bin=${pair%%:*}; pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || need_apt+=("$pkg")

@@ -53,3 +53,11 @@ ALL_METRICS: tuple[str, ...] = (
     ENRICH_CACHE_EVICTIONS,
     BUILD_INFO,
 )
+
+# Recording rules (alerts/generate.py writes them; dashboards read them). level:metric:operations.
+REC_FLOWS_WORKLOAD = "namespace_workload:calico_lens_flows:rate5m"
+REC_DENIED_NAMESPACE = "namespace:calico_lens_flows_denied:rate5m"
+REC_DENIED_NAMESPACE_BASELINE = "namespace:calico_lens_flows_denied:rate5m_baseline"
+REC_DENIED_POLICY = "policy:calico_lens_flows_denied:rate5m"
+REC_DENIED_POLICY_BASELINE = "policy:calico_lens_flows_denied:rate5m_baseline"
+REC_MALFORMED_RATIO = "instance_source:calico_lens_input_lines_malformed:ratio_rate15m"

@@ -1,0 +1,104 @@
+"""Alert and recording rules: generated from one source, checked and unit-tested by promtool,
+labels and annotations as promised, and the example Alertmanager routing checked by amtool."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from calico_lens.metrics import names
+from tests.helpers import ROOT
+
+ALERTS = ROOT / "alerts"
+sys.path.insert(0, str(ALERTS))
+import generate  # noqa: E402
+
+RULES = yaml.safe_load((ALERTS / "calico-lens.rules.yaml").read_text())
+ALL = [r for g in RULES["groups"] for r in g["rules"]]
+ALERT_RULES = [r for r in ALL if "alert" in r]
+
+
+def run(*cmd: str, cwd=ALERTS) -> subprocess.CompletedProcess:  # noqa: ANN001
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_generated_rules_are_up_to_date() -> None:
+    assert (ALERTS / "calico-lens.rules.yaml").read_text() == generate.render(), \
+        "alerts/calico-lens.rules.yaml is stale: run `make rules`"
+
+
+def test_promtool_check_rules() -> None:
+    p = run("promtool", "check", "rules", "calico-lens.rules.yaml")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"SUCCESS: {len(ALL)} rules found" in p.stdout
+
+
+@pytest.mark.parametrize("test_file", sorted(p.name for p in (ALERTS / "tests").glob("*.test.yaml")))
+def test_promtool_unit_tests(test_file: str) -> None:
+    p = run("promtool", "test", "rules", f"tests/{test_file}")
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_every_alert_is_tested_firing_and_silent() -> None:
+    fired: set[str] = set()
+    silent: set[str] = set()
+    for f in (ALERTS / "tests").glob("*.test.yaml"):
+        for t in yaml.safe_load(f.read_text())["tests"]:
+            for a in t.get("alert_rule_test", []):
+                (fired if a.get("exp_alerts") else silent).add(a["alertname"])
+    names_ = {r["alert"] for r in ALERT_RULES}
+    assert names_ <= fired, f"never shown firing: {names_ - fired}"
+    steady = {"CalicoLensDeniedFlowsSpike", "CalicoLensPolicyDeniedFlowsSpike", "CalicoLensPolicyStartedDenying"}
+    assert steady <= silent
+
+
+def _anchors() -> set[str]:
+    heads = re.findall(r"^## (.+)$", (ALERTS / "runbook.md").read_text(), re.M)
+    return {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in heads}
+
+
+@pytest.mark.parametrize("rule", ALERT_RULES, ids=lambda r: r["alert"])
+def test_alert_labels_and_annotations(rule: dict) -> None:
+    assert rule["alert"].startswith("CalicoLens") and re.fullmatch(r"[A-Z][A-Za-z]+", rule["alert"])
+    assert rule["labels"]["severity"] in ("critical", "warning", "info")
+    ann = rule["annotations"]
+    assert ann["summary"] and "{{" not in ann["summary"], "summary must be static"
+    assert "{{ $labels." in ann["description"], "description must name what is involved"
+    anchor = ann["runbook_url"].rsplit("#", 1)[1]
+    assert anchor in _anchors(), f"runbook.md has no section #{anchor}"
+
+
+def test_rules_only_use_known_metrics() -> None:
+    known = {m + s for m in names.ALL_METRICS for s in ("", "_total")}
+    recorded = {r["record"] for r in ALL if "record" in r}
+    for r in ALL:
+        for metric in re.findall(r"(?<![\w:])(calico_lens_\w+)(?![\w:])", r["expr"]):
+            assert metric in known, f"{metric} in {r.get('alert') or r.get('record')} is not in names.py"
+        for metric in re.findall(r"\b(\w+:calico_lens_\w+:\w+)", r["expr"]):
+            assert metric in recorded
+    assert all(re.fullmatch(r"[a-z_]+:calico_lens_[a-z_]+:[a-z0-9_]+", r) for r in recorded)
+
+
+def test_settings_change_the_rules() -> None:
+    text = generate.render({"spike_factor": 5, "baseline_window": "7d"})
+    assert "> 5 * namespace:calico_lens_flows_denied:rate5m_baseline" in text and "[7d]" in text
+
+
+def test_alertmanager_example_config() -> None:
+    p = run("amtool", "check-config", "alertmanager.yaml")
+    assert p.returncode == 0 and "SUCCESS" in p.stdout, p.stdout + p.stderr
+    cases = {("severity=critical", "namespace=shop"): "oncall", ("severity=warning", "namespace=shop"): "team",
+             ("severity=info",): "digest", ("alertname=Other",): "default"}
+    for labels, receiver in cases.items():
+        p = run("amtool", "config", "routes", "test", "--config.file=alertmanager.yaml",
+                f"--verify.receivers={receiver}", *labels)
+        assert p.returncode == 0, f"{labels}: {p.stdout} {p.stderr}"
+    bad = run("amtool", "config", "routes", "test", "--config.file=alertmanager.yaml", "--verify.receivers=team",
+              "severity=critical")
+    assert bad.returncode != 0
+    inhibit = yaml.safe_load((ALERTS / "alertmanager.yaml").read_text())["inhibit_rules"][0]
+    assert inhibit["equal"] == ["namespace"] and inhibit["source_matchers"] == ['severity="critical"']
