@@ -9,8 +9,8 @@ import sys
 
 import pytest
 import yaml
-
 from calico_lens.metrics import names
+
 from tests.helpers import ROOT
 
 ALERTS = ROOT / "alerts"
@@ -22,7 +22,7 @@ ALL = [r for g in RULES["groups"] for r in g["rules"]]
 ALERT_RULES = [r for r in ALL if "alert" in r]
 
 
-def run(*cmd: str, cwd=ALERTS) -> subprocess.CompletedProcess:  # noqa: ANN001
+def run(*cmd: str, cwd=ALERTS) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=120)
 
 

@@ -1,0 +1,110 @@
+"""End to end with real processes: agent fed a denied-traffic burst → real Prometheus with the
+generated rules → real Alertmanager with the example routing → a webhook receiver in this test."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import yaml
+
+from tests.e2e.agent_proc import AgentProcess
+from tests.helpers import ROOT, as_syslog, case
+from tests.prom import free_port, wait_http
+
+sys.path.insert(0, str(ROOT / "alerts"))
+import generate  # noqa: E402
+
+
+class Webhook:
+    def __init__(self) -> None:
+        self.received: list[tuple[str, dict]] = []
+        hook = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hook.received.append((self.path, json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_denied_burst_reaches_the_webhook(tmp_path) -> None:
+    records, meta, snap = case("iptables-cut")
+    work = Path(tempfile.mkdtemp(prefix="cl-alert-"))
+    hook = Webhook()
+    procs: list[subprocess.Popen] = []
+    try:
+        # The example routing, pointed at this test's webhook, with a short group wait.
+        am_cfg = yaml.safe_load((ROOT / "alerts" / "alertmanager.yaml").read_text())
+        for r in am_cfg["receivers"]:
+            for w in r.get("webhook_configs", []):
+                w["url"] = w["url"].replace("127.0.0.1:9099", f"127.0.0.1:{hook.port}")
+        am_cfg["route"]["group_wait"] = "1s"
+        for sub in am_cfg["route"]["routes"]:
+            sub["group_wait"] = "1s"
+        (work / "am.yml").write_text(yaml.safe_dump(am_cfg))
+        am_port = free_port()
+        procs.append(subprocess.Popen(
+            ["prometheus-alertmanager", f"--config.file={work / 'am.yml'}", f"--storage.path={work / 'am'}",
+             f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address=", "--log.level=warn"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_http(f"http://127.0.0.1:{am_port}/-/ready")
+
+        feed = tmp_path / "kern.log"
+        feed.write_text("")
+        with AgentProcess("--source", f"file:{feed}", "--snapshot", str(snap), "--log-prefix",
+                          meta["log_prefix"]) as agent:
+            (work / "rules.yaml").write_text(generate.render({"job": "calico-lens"}))
+            prom_port = free_port()
+            (work / "prom.yml").write_text(yaml.safe_dump({
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(work / "rules.yaml")],
+                "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
+                "scrape_configs": [{"job_name": "calico-lens", "static_configs": [{"targets": [agent.address]}]}]}))
+            procs.append(subprocess.Popen(
+                ["prometheus", f"--config.file={work / 'prom.yml'}", f"--storage.tsdb.path={work / 'tsdb'}",
+                 f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            wait_http(f"http://127.0.0.1:{prom_port}/-/ready")
+            time.sleep(2)  # a few clean scrapes first
+            feed.write_text(as_syslog(records))  # the burst: denied flows from two policies
+            end = time.monotonic() + 60
+            alerts: dict[str, dict] = {}
+            while time.monotonic() < end and len(alerts) < 2:
+                for path, body in list(hook.received):
+                    for a in body["alerts"]:
+                        if a["labels"]["alertname"] == "CalicoLensPolicyStartedDenying" and a["status"] == "firing":
+                            alerts[a["labels"]["policy"]] = {"path": path, **a}
+                time.sleep(0.2)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+        hook.close()
+        shutil.rmtree(work, ignore_errors=True)
+    assert set(alerts) == {"shop/default-deny-backend-ingress", "payments/deny-all-ingress"}, alerts
+    a = alerts["payments/deny-all-ingress"]
+    assert a["path"] == "/team"  # severity=warning routes to the team receiver
+    assert a["labels"]["severity"] == "warning" and a["labels"]["tier"] == "default"
+    assert a["annotations"]["summary"] == "A policy started denying traffic it never denied before."
+    assert "payments/deny-all-ingress" in a["annotations"]["description"]
+    assert a["annotations"]["runbook_url"].endswith("#calicolenspolicystarteddenying")
