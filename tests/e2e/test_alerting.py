@@ -20,7 +20,7 @@ from tests.helpers import ROOT, as_syslog, case
 from tests.prom import free_port, wait_http
 
 sys.path.insert(0, str(ROOT / "alerts"))
-import generate  # noqa: E402
+import generate
 
 
 class Webhook:
@@ -29,7 +29,7 @@ class Webhook:
         hook = self
 
         class H(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 hook.received.append((self.path, json.loads(body)))
                 self.send_response(200)
