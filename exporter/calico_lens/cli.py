@@ -39,6 +39,10 @@ def _common(p: argparse.ArgumentParser, sources: bool = True) -> None:
                    help="how finely the destination side is labelled (default: workload)")
     p.add_argument("--max-series", type=int, metavar="N", help="series cap per metric (default: 20000)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--format", dest="input_format", choices=("auto", "kernel", "coredns"),
+                   help="what the lines are: auto (kernel flow and CoreDNS query lines, told apart per line; "
+                        "the default), kernel, coredns")
+    p.add_argument("--cluster-domain", metavar="DOMAIN", help="Kubernetes cluster domain (default: cluster.local)")
     if sources:
         p.add_argument("--source", action="append", dest="sources", metavar="SPEC",
                        help="where flow lines come from: kmsg, stdin, file:PATH, forward:HOST:PORT or "
@@ -78,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _SETTINGS = ("snapshot", "log_prefix", "source_granularity", "destination_granularity", "max_series",
-             "log_level", "sources", "metrics_address", "kubeconfig")
+             "log_level", "sources", "metrics_address", "kubeconfig", "input_format", "cluster_domain")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

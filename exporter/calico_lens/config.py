@@ -39,6 +39,9 @@ class Config:
     external_by_ip: bool = False  # name public/private endpoints by IP (high cardinality!)
     enrich_cache_size: int = 50000  # distinct raw flow keys remembered between batches (~30 MB)
     log_level: str = "info"
+    input_format: str = "auto"  # auto (kernel flow and CoreDNS lines, told apart per line) | kernel | coredns
+    cluster_domain: str = "cluster.local"  # names under it are zone "cluster"
+    dns_top_domains: int = 100  # external domains tracked by name; the rest fold into __other__
     # Fluent Bit Forward receiver (sources: forward:HOST:PORT or forward:unix:PATH)
     forward_shared_key: str = ""  # enables the HELO/PING/PONG handshake
     forward_users: dict[str, str] = field(default_factory=dict)  # username: password (with a shared key)
@@ -119,6 +122,15 @@ def _coerce(name: str, value: Any) -> Any:
         return {str(k): str(v) for k, v in value.items()}
     if name in ("source_granularity", "destination_granularity"):
         return _choice(name, value, GRANULARITIES)
+    if name == "input_format":
+        return _choice(name, value, ("auto", "kernel", "coredns"))
+    if name == "dns_top_domains":
+        return _int(name, value, 1)
+    if name == "cluster_domain":
+        text = str(value).strip().strip(".")
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", text):
+            raise ConfigError(f"cluster_domain: {value!r} is not a DNS domain (e.g. cluster.local)")
+        return text
     if name == "log_level":
         return _choice(name, value, ("debug", "info", "warning", "error"))
     if name == "max_series":

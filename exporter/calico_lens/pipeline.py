@@ -9,12 +9,14 @@ import logging
 import threading
 
 from calico_lens.config import Config
+from calico_lens.dns import DnsAggregator
 from calico_lens.enrich import IGNORED, Enricher
 from calico_lens.kube import endpoints as ep
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.metrics import names
 from calico_lens.metrics.table import LabelTable
-from calico_lens.parse.kernel_log import ParseResult, parse_text
+from calico_lens.parse.coredns import has_dns, parse_dns
+from calico_lens.parse.kernel_log import ParseResult, count_lines, parse_text
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +28,10 @@ class FlowPipeline:
         self.cfg = cfg
         self.store = store
         self.enricher = Enricher(cfg, store)
-        self.flows = LabelTable(names.FLOWS, names.FLOW_LABELS, cfg.max_series, cfg.series_ttl)
-        self.tables = [self.flows]
+        self.flows = LabelTable(names.FLOWS, names.FLOW_LABELS, cfg.max_series, cfg.series_ttl,
+                                help_text=names.FLOWS_HELP)
+        self.dns = DnsAggregator(store, cfg.cluster_domain, cfg.max_series, cfg.series_ttl, cfg.dns_top_domains)
+        self.tables = [self.flows, self.dns.requests]
         self.inputs: dict[tuple[str, str], int] = {}
         self.source_errors: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
@@ -43,8 +47,22 @@ class FlowPipeline:
             self.source_errors[(source, reason)] = self.source_errors.get((source, reason), 0) + n
 
     def process(self, source: str, text: str) -> ParseResult:
-        """Account for one batch of complete lines from ``source``."""
-        res = parse_text(text)
+        """Account for one batch of complete lines from ``source``: kernel flow lines and CoreDNS
+        query lines (``input_format`` auto), or only one of them."""
+        fmt = self.cfg.input_format
+        if fmt == "coredns":
+            res = ParseResult(lines=count_lines(text))
+            res.ignored = res.lines
+        else:
+            res = parse_text(text)
+        if fmt != "kernel" and has_dns(text):
+            d = parse_dns(text)  # disjoint from flow lines: a query line never holds " OUT="
+            res.ignored -= d.matched_lines
+            res.malformed += d.malformed
+            if d.malformed_sample and not res.malformed_sample:
+                res.malformed_sample = d.malformed_sample
+            if d.queries:
+                self.dns.add(d.queries)
         if res.counts:
             keys = list(res.counts)
             labels = self.enricher.resolve(keys)

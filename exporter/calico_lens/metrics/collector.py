@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from calico_lens import __version__
+from calico_lens.dns import BUCKETS
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.kube.resources import RESOURCES
 from calico_lens.metrics import names
@@ -71,6 +72,8 @@ class LensCollector(Collector):
             restarts.add_metric((r.key,), got.get(r.key, 0))
         yield restarts
 
+        yield from self._dns()
+
         ev = CounterMetricFamily(names.ENRICH_CACHE_EVICTIONS, "Enrichment cache entries dropped to stay "
                                  "within enrich_cache_size.")
         ev.add_metric((), p.enricher.evictions)
@@ -80,11 +83,29 @@ class LensCollector(Collector):
         info.add_metric((__version__,), 1)
         yield info
 
+    def _dns(self) -> Iterator[Metric]:
+        dns = self.pipeline.dns
+        hist = HistogramMetricFamily(names.DNS_DURATION, "CoreDNS query duration by client namespace and zone.",
+                                     labels=("client_namespace", "zone"))
+        for (ns, zone), (buckets, total, _count) in sorted(dict(dns.hist).items()):
+            cum, rows = 0, []
+            for le, n in zip((*[repr(b) for b in BUCKETS], "+Inf"), buckets, strict=True):
+                cum += n
+                rows.append((le, cum))
+            hist.add_metric((ns, zone), rows, total)
+        yield hist
+        domains = CounterMetricFamily(names.DNS_DOMAINS, "CoreDNS queries for the heaviest external domains "
+                                      "(bounded top-K); the rest are counted under domain __other__.",
+                                      labels=("domain", "rcode"))
+        for (domain, rcode), n in sorted(dns.domains.snapshot().items()):
+            domains.add_metric((domain, rcode), n)
+        yield domains
+
 
 def render(registry: CollectorRegistry, pipeline: FlowPipeline) -> bytes:
     """The whole exposition: the self-metrics through prometheus_client, then the label tables,
     which render themselves (tens of thousands of series would take prometheus_client seconds)."""
     parts = [generate_latest(registry)]
     for table in pipeline.tables:
-        parts.append(table.exposition(names.FLOWS_HELP).encode())
+        parts.append(table.exposition().encode())
     return b"".join(parts)

@@ -40,6 +40,23 @@ BUILD_INFO = f"{PREFIX}_build_info"  # gauge{version} = 1
 
 OVERFLOW = "__overflow__"
 
+
+# Recording rules (alerts/generate.py writes them; dashboards read them). level:metric:operations.
+REC_FLOWS_WORKLOAD = "namespace_workload:calico_lens_flows:rate5m"
+REC_DENIED_NAMESPACE = "namespace:calico_lens_flows_denied:rate5m"
+REC_DENIED_NAMESPACE_BASELINE = "namespace:calico_lens_flows_denied:rate5m_baseline"
+REC_DENIED_POLICY = "policy:calico_lens_flows_denied:rate5m"
+REC_DENIED_POLICY_BASELINE = "policy:calico_lens_flows_denied:rate5m_baseline"
+REC_MALFORMED_RATIO = "instance_source:calico_lens_input_lines_malformed:ratio_rate15m"
+
+# DNS (CoreDNS log plugin).
+DNS_REQUESTS = f"{PREFIX}_dns_requests"  # _total
+DNS_REQUEST_LABELS: tuple[str, ...] = ("client_namespace", "client_workload", "qtype", "rcode", "zone")
+DNS_REQUESTS_HELP = ("CoreDNS queries by client workload, query type, response code and zone "
+                     "(cluster, external, search_miss).")
+DNS_DURATION = f"{PREFIX}_dns_request_duration_seconds"  # histogram{client_namespace, zone}
+DNS_DOMAINS = f"{PREFIX}_dns_domain_requests"  # _total{domain, rcode}: top external domains + __other__
+
 ALL_METRICS: tuple[str, ...] = (
     FLOWS,
     INPUT_LINES,
@@ -52,12 +69,7 @@ ALL_METRICS: tuple[str, ...] = (
     SOURCE_ERRORS,
     ENRICH_CACHE_EVICTIONS,
     BUILD_INFO,
+    DNS_REQUESTS,
+    DNS_DURATION,
+    DNS_DOMAINS,
 )
-
-# Recording rules (alerts/generate.py writes them; dashboards read them). level:metric:operations.
-REC_FLOWS_WORKLOAD = "namespace_workload:calico_lens_flows:rate5m"
-REC_DENIED_NAMESPACE = "namespace:calico_lens_flows_denied:rate5m"
-REC_DENIED_NAMESPACE_BASELINE = "namespace:calico_lens_flows_denied:rate5m_baseline"
-REC_DENIED_POLICY = "policy:calico_lens_flows_denied:rate5m"
-REC_DENIED_POLICY_BASELINE = "policy:calico_lens_flows_denied:rate5m_baseline"
-REC_MALFORMED_RATIO = "instance_source:calico_lens_input_lines_malformed:ratio_rate15m"

@@ -18,10 +18,11 @@ Labels = tuple[str, ...]
 
 class LabelTable:
     def __init__(self, name: str, labels: tuple[str, ...], max_series: int, ttl_seconds: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, help_text: str = ""):
         if max_series < 1:
             raise ValueError("max_series must be at least 1")
         self.name = name
+        self.help = help_text or name
         self.labels = labels
         self.max_series = max_series
         self.ttl = ttl_seconds
@@ -83,13 +84,13 @@ class LabelTable:
         with self._lock:
             return list(self._counts.items())
 
-    def exposition(self, help_text: str) -> str:
+    def exposition(self) -> str:
         """The counter family in Prometheus text format. Label sets are rendered once per series
         and remembered, so a scrape of tens of thousands of series costs one join."""
         rows = self.snapshot()
         rendered = self._rendered
         name = self.name + "_total"
-        out = [f"# HELP {name} {help_text}\n# TYPE {name} counter\n"]
+        out = [f"# HELP {name} {self.help}\n# TYPE {name} counter\n"]
         for key, value in rows:
             lab = rendered.get(key)
             if lab is None:
