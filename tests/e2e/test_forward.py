@@ -219,13 +219,42 @@ def test_fluentbit_parser_regex_matches_the_agent_parser() -> None:
 
 
 def test_pipelines_are_fluentbit_yaml() -> None:
-    for f in sorted((ROOT / "fluentbit").glob("kernel-*.yaml")):
+    for f in [*sorted((ROOT / "fluentbit").glob("kernel-*.yaml")), ROOT / "fluentbit" / "coredns.yaml"]:
         doc = yaml.safe_load(f.read_text())
         out = doc["pipeline"]["outputs"][0]
         assert out["name"] == "forward" and out["require_ack_response"] is True, f
-        assert doc["service"]["parsers_file"] == "parsers.yaml"
+        assert f.name == "coredns.yaml" or doc["service"]["parsers_file"] == "parsers.yaml"
         assert any(i.get("storage.type") == "filesystem" for i in doc["pipeline"]["inputs"]), f
         grep = next(x for x in doc["pipeline"]["filters"] if x["name"] == "grep")
         _key, pattern = grep["regex"].split(" ", 1)
         rx = onigurumacffi.compile(pattern)
-        assert rx.search(LINES[1]) is not None and rx.search("usb 1-1: new device") is None
+        if f.name == "coredns.yaml":
+            from tests.unit.test_dns import CORPUS
+
+            kept = [ln for ln in CORPUS.read_text().splitlines() if ln.startswith("[INFO]") and rx.search(ln)]
+            # 23 query lines, and the cut-off one, which the agent then reports as malformed.
+            assert len(kept) == 24 and rx.search("[INFO] plugin/reload: Running configuration") is None
+        else:
+            assert rx.search(LINES[1]) is not None and rx.search("usb 1-1: new device") is None
+
+
+def test_coredns_lines_through_forward(tmp_path) -> None:
+    """CoreDNS lines as Fluent Bit's tail + cri parser ship them (the line in `log`) are counted
+    exactly as replay counts them."""
+    from calico_lens.demo.cluster import snapshot
+
+    from tests.unit.test_dns import CORPUS, DOMAINS, EXPECTED, dns_rows
+
+    snap = tmp_path / "cluster.yaml"
+    snap.write_text(yaml.safe_dump(snapshot()))
+    addr = f"127.0.0.1:{free_port()}"
+    with AgentProcess("--source", f"forward:{addr}", "--snapshot", str(snap)) as a:
+        wait_for_listener(addr)
+        c = ForwardClient(addr)
+        records = [entry({"log": ln, "stream": "stdout", "logtag": "F"}) for ln in CORPUS.read_text().splitlines()]
+        c.packed("coredns", records, chunk="dns", compress=True)
+        assert c.ack() == {"ack": "dns"}
+        c.close()
+        text = metrics(a)
+    assert dns_rows(text) == (EXPECTED, DOMAINS)
+    assert inputs(text) == {("forward", "parsed"): 27, ("forward", "ignored"): 5, ("forward", "malformed"): 2}
