@@ -37,6 +37,15 @@ def test_demo_serves_flows_and_prometheus_scrapes_them() -> None:
                 want["coredns"] |= m.get("destination_workload") == "coredns" and m.get("destination_port") == "53"
             time.sleep(0.5)
         assert all(want.values()), want
+        wanted = {("cluster", "NOERROR"), ("search_miss", "NXDOMAIN"), ("external", "SERVFAIL"),
+                  ("external", "NXDOMAIN"), ("cluster", "NXDOMAIN")}
+        seen: set = set()
+        while time.monotonic() < end + 10 and not wanted <= seen:
+            dns = requests.get(url, params={"query": "sum by (zone, rcode) (calico_lens_dns_requests_total)"},
+                               timeout=5).json()["data"]["result"]
+            seen = {(r["metric"]["zone"], r["metric"]["rcode"]) for r in dns}
+            time.sleep(0.5)
+        assert wanted <= seen
         malformed = requests.get(url, params={"query": 'sum(calico_lens_input_lines_total{result="malformed"})'},
                                  timeout=5).json()["data"]["result"]
         assert float(malformed[0]["value"][1]) == 0

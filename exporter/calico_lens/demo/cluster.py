@@ -205,3 +205,46 @@ class TrafficGenerator:
 def _applies(policy: str, workload: str) -> bool:
     """Which workload a demo NetworkPolicy selects (its name says it)."""
     return policy.split(".", 1)[1].startswith(workload + "-")
+
+
+# CoreDNS queries the demo's pods make: (weight, client workload, [(qtype, name, rcode, seconds)]).
+# An external name without a trailing dot walks the search path first (ndots:5): three misses.
+def _search(ns: str, name: str) -> list[tuple[str, str, str, float]]:
+    return [("A", f"{name}.{ns}.svc.cluster.local.", "NXDOMAIN", 0.0001),
+            ("A", f"{name}.svc.cluster.local.", "NXDOMAIN", 0.0001),
+            ("A", f"{name}.cluster.local.", "NXDOMAIN", 0.0001),
+            ("A", f"{name}.", "NOERROR", 0.015)]
+
+
+DNS_MIX = [
+    (40, "frontend", [("A", "backend.shop.svc.cluster.local.", "NOERROR", 0.00015),
+                      ("AAAA", "backend.shop.svc.cluster.local.", "NOERROR", 0.00012)]),
+    (15, "backend", [("A", "postgres.shop.svc.cluster.local.", "NOERROR", 0.00014)]),
+    (10, "frontend", _search("shop", "api.github.com")),
+    (8, "checkout", [("A", "api.partner-apis.example.", "NOERROR", 0.03)]),
+    (3, "checkout", [("A", "broken.partner-apis.example.", "SERVFAIL", 2.0)]),
+    (3, "backend", [("A", "cache.shop.svc.cluster.local.", "NXDOMAIN", 0.0001)]),  # a service that is gone
+    (2, "frontend", [("A", "nosuch-tracker.example.", "NXDOMAIN", 0.02)]),
+]
+
+
+class DnsGenerator:
+    """CoreDNS `log` plugin lines (default format) for the demo cluster's clients."""
+
+    def __init__(self, seed: int = 11):
+        self.rng = random.Random(seed)
+        self.n = 0
+
+    def lines(self, count: int) -> list[str]:
+        out: list[str] = []
+        weights = [w for w, *_ in DNS_MIX]
+        while len(out) < count:
+            _, client, queries = self.rng.choices(DNS_MIX, weights)[0]
+            pod = self.rng.choice(BY_WORKLOAD[client])
+            for qtype, name, rcode, seconds in queries:
+                self.n += 1
+                dur = seconds * self.rng.uniform(0.6, 1.6)
+                out.append(f'[INFO] {pod.ip}:{self.rng.randint(32768, 60999)} - {self.n % 65536} '
+                           f'"{qtype} IN {name} udp {len(name) + 18} false 512" {rcode} qr,rd,ra '
+                           f"{len(name) + 40} {dur:.9f}s")
+        return out[:count]

@@ -19,7 +19,7 @@ import yaml
 
 from calico_lens.agent import Agent
 from calico_lens.config import Config
-from calico_lens.demo.cluster import LOG_PREFIX, TrafficGenerator, snapshot
+from calico_lens.demo.cluster import LOG_PREFIX, DnsGenerator, TrafficGenerator, snapshot
 
 ROOT = Path(__file__).resolve().parents[3]  # the source checkout, when run from one
 
@@ -41,11 +41,13 @@ def _free_port() -> int:
 
 def _writer(path: Path, rate: float, stop: threading.Event) -> None:
     gen = TrafficGenerator(seed=int(time.time()))
+    dns = DnsGenerator(seed=int(time.time()))
     tick = 0.2
     with path.open("a") as fh:
         while not stop.wait(tick):
             n = max(1, int(rate * tick))
             fh.write("\n".join(gen.lines(n)) + "\n")
+            fh.write("\n".join(dns.lines(max(1, n // 2))) + "\n")  # CoreDNS lines, told apart per line
             fh.write("Nov 23 19:40:05 node-1 kernel: eth0: link becomes ready (not a flow line)\n")
             fh.flush()
 
@@ -86,7 +88,7 @@ def run_demo(args: argparse.Namespace) -> int:
     threading.Thread(target=_writer, args=(log, args.rate, stop), daemon=True).start()
 
     print("calico-lens demo: a made-up cluster (shop, payments, kube-system, monitoring) with generated")
-    print(f"Calico LOG lines ({args.rate:.0f}/s) flowing through the real agent pipeline.")
+    print(f"Calico LOG lines ({args.rate:.0f}/s) and CoreDNS query lines flowing through the real agent pipeline.")
     print(f"  metrics     http://{address}/metrics")
     prom = None
     if not args.no_prometheus:
