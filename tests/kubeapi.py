@@ -24,6 +24,11 @@ PATHS = {
     "calico_globalnetworkpolicies": "/apis/{g}/globalnetworkpolicies",
     "calico_networksets": "/apis/{g}/networksets",
     "calico_globalnetworksets": "/apis/{g}/globalnetworksets",
+    "serviceaccounts": "/api/v1/serviceaccounts",
+    "calico_tiers": "/apis/{g}/tiers",
+    "calico_stagednetworkpolicies": "/apis/{g}/stagednetworkpolicies",
+    "calico_stagedglobalnetworkpolicies": "/apis/{g}/stagedglobalnetworkpolicies",
+    "calico_stagedkubernetesnetworkpolicies": "/apis/{g}/stagedkubernetesnetworkpolicies",
 }
 
 

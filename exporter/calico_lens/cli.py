@@ -69,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     _common(replay, sources=False)
     replay.add_argument("logs", nargs="+", metavar="LOG", help="log file (kern.log, dmesg output, ...) or -")
 
+    inv = sub.add_parser("inventory", help="run the cluster-wide policy board and security posture (one replica)",
+                         description="Watch policies, tiers, namespaces, pods, service accounts and network sets; "
+                                     "serve the policy board, endpoint protection and the security score.")
+    inv.add_argument("--config", metavar="FILE", help="YAML file of settings")
+    inv.add_argument("--snapshot", metavar="FILE", help="Kubernetes and Calico objects from a file instead of the API")
+    inv.add_argument("--once", action="store_true", help="with --snapshot: print the metrics and exit")
+    inv.add_argument("--metrics-address", metavar="HOST:PORT", help="default: 127.0.0.1:9808")
+    inv.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig outside a cluster (default: in-cluster)")
+    inv.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
     demo = sub.add_parser("demo", help="run a made-up cluster with generated traffic through the real agent",
                           description="Start the agent on a built-in cluster snapshot with a traffic generator "
                                       "writing realistic Calico LOG lines, and a real Prometheus scraping it "
@@ -103,6 +113,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load(getattr(args, "config", None) or "", overrides=_overrides(args))
         logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if args.command == "inventory":
+            from calico_lens.inventory.daemon import Inventory
+
+            inventory = Inventory(cfg)
+            if args.once:
+                if not cfg.snapshot:
+                    raise ConfigError("--once needs --snapshot FILE (the offline form)")
+                inventory.load()
+                sys.stdout.buffer.write(inventory.exposition())
+                return 0
+            return inventory.run()
         if args.command == "replay":
             from calico_lens.replay import replay
 

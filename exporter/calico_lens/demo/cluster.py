@@ -108,8 +108,10 @@ def snapshot() -> dict:
     for code, ns, name, tier, direction, rules in POLICIES:
         kind = "NetworkPolicy" if code == "np" else "GlobalNetworkPolicy"
         meta = {"name": name, **({"namespace": ns} if ns else {})}
+        selector = "all()" if code == "gnp" else f"app == '{name.split('.', 1)[1].split('-')[0]}'"
         items.append({"apiVersion": "projectcalico.org/v3", "kind": kind, "metadata": meta,
-                      "spec": {"tier": tier, "order": 100, "types": [direction.capitalize()], direction: rules}})
+                      "spec": {"tier": tier, "order": 100, "selector": selector, "types": [direction.capitalize()],
+                               direction: rules}})
     return {"apiVersion": "v1", "kind": "List", "items": items}
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from calico_lens.kube import endpoints as ep
 from calico_lens.kube.endpoints import Endpoint
 from calico_lens.kube.policies import PolicyIndex
-from calico_lens.kube.resources import RESOURCES, resource_for
+from calico_lens.kube.resources import RESOURCES, Resource, resource_for
 
 ObjKey = tuple[str, str]  # (namespace, name)
 
@@ -38,9 +38,10 @@ class IPIndex:
 
 
 class MetadataStore:
-    def __init__(self) -> None:
+    def __init__(self, resources: tuple[Resource, ...] = RESOURCES) -> None:
+        self.resources = resources
         self._lock = threading.Lock()
-        self._objects: dict[str, dict[ObjKey, dict]] = {r.key: {} for r in RESOURCES}
+        self._objects: dict[str, dict[ObjKey, dict]] = {r.key: {} for r in resources}
         self.generation = 0
         self._built_gen = -1
         self._index = IPIndex({}, [])
@@ -84,12 +85,12 @@ class MetadataStore:
     def load_list(self, doc: dict) -> int:
         """Load a `kubectl get ... -o yaml` List (or a single object). Returns objects used."""
         items = doc.get("items") if doc.get("kind", "").endswith("List") else [doc]
-        grouped: dict[str, list[dict]] = {r.key: [] for r in RESOURCES}
+        grouped: dict[str, list[dict]] = {r.key: [] for r in self.resources}
         used = 0
         for obj in items or []:
             if not isinstance(obj, dict):
                 continue
-            res = resource_for(obj)
+            res = resource_for(obj, self.resources)
             if res is not None:
                 grouped[res.key].append(obj)
                 used += 1
@@ -103,6 +104,10 @@ class MetadataStore:
 
     def objects(self, resource: str) -> list[dict]:
         return list(self._objects[resource].values())
+
+    def all_objects(self) -> dict[str, list[dict]]:
+        with self._lock:
+            return {k: list(v.values()) for k, v in self._objects.items()}
 
     def _rebuild(self) -> None:
         with self._lock:

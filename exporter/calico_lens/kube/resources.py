@@ -39,17 +39,29 @@ RESOURCES: tuple[Resource, ...] = (
         "calico_globalnetworksets", "GlobalNetworkSet", CALICO_GROUP, "v3", "globalnetworksets", False, True
     ),
 )
-BY_KEY = {r.key: r for r in RESOURCES}
+# What the cluster-wide inventory reads on top (policy board, posture).
+INVENTORY_RESOURCES: tuple[Resource, ...] = (
+    *RESOURCES,
+    Resource("serviceaccounts", "ServiceAccount", "", "v1", "serviceaccounts", True),
+    Resource("calico_tiers", "Tier", CALICO_GROUP, "v3", "tiers", False, True),
+    Resource("calico_stagednetworkpolicies", "StagedNetworkPolicy", CALICO_GROUP, "v3", "stagednetworkpolicies",
+             True, True),
+    Resource("calico_stagedglobalnetworkpolicies", "StagedGlobalNetworkPolicy", CALICO_GROUP, "v3",
+             "stagedglobalnetworkpolicies", False, True),
+    Resource("calico_stagedkubernetesnetworkpolicies", "StagedKubernetesNetworkPolicy", CALICO_GROUP, "v3",
+             "stagedkubernetesnetworkpolicies", True, True),
+)
+BY_KEY = {r.key: r for r in INVENTORY_RESOURCES}
 
 
-def resource_for(obj: dict) -> Resource | None:
+def resource_for(obj: dict, resources: tuple[Resource, ...] = RESOURCES) -> Resource | None:
     """Which resource an object from a snapshot belongs to (None: not one we read)."""
     kind = obj.get("kind", "")
     api = obj.get("apiVersion", "")
     group = api.rpartition("/")[0] if "/" in api else ""
     if group == CALICO_CRD_GROUP:
         group = CALICO_GROUP
-    for r in RESOURCES:
+    for r in resources:
         if r.kind == kind and r.group == group:
             return r
     return None

@@ -73,6 +73,7 @@ class KubeWatcher:
                 "services": self._core.list_service_for_all_namespaces,
                 "namespaces": self._core.list_namespace,
                 "nodes": self._core.list_node,
+                "serviceaccounts": self._core.list_service_account_for_all_namespaces,
             }[r.key]
             return fn, {}
         if r.group == "networking.k8s.io":

@@ -11,7 +11,6 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from calico_lens import __version__
 from calico_lens.dns import BUCKETS
 from calico_lens.kube.metadata import MetadataStore
-from calico_lens.kube.resources import RESOURCES
 from calico_lens.metrics import names
 from calico_lens.pipeline import FlowPipeline
 
@@ -54,23 +53,7 @@ class LensCollector(Collector):
         yield overflow
         yield expired
 
-        objects = GaugeMetricFamily(names.KUBE_OBJECTS, "Kubernetes objects in the metadata cache.",
-                                    labels=("resource",))
-        synced = GaugeMetricFamily(names.KUBE_SYNCED, "1 once the resource was listed successfully.",
-                                   labels=("resource",))
-        counts_by_res = self.store.counts()
-        for r in RESOURCES:
-            objects.add_metric((r.key,), counts_by_res.get(r.key, 0))
-            synced.add_metric((r.key,), 1 if r.key in self.store.synced else 0)
-        yield objects
-        yield synced
-
-        restarts = CounterMetricFamily(names.KUBE_WATCH_RESTARTS, "Watches restarted (410 Gone, errors, "
-                                       "dropped connections), by resource.", labels=("resource",))
-        got = self.watch_restarts()
-        for r in RESOURCES:
-            restarts.add_metric((r.key,), got.get(r.key, 0))
-        yield restarts
+        yield from kube_families(self.store, self.watch_restarts())
 
         yield from self._dns()
 
@@ -100,6 +83,22 @@ class LensCollector(Collector):
         for (domain, rcode), n in sorted(dns.domains.snapshot().items()):
             domains.add_metric((domain, rcode), n)
         yield domains
+
+
+def kube_families(store: MetadataStore, restarts: dict[str, int]) -> list[Metric]:
+    """The metadata cache's self-metrics (shared by the agent and the inventory)."""
+    objects = GaugeMetricFamily(names.KUBE_OBJECTS, "Kubernetes objects in the metadata cache.",
+                                labels=("resource",))
+    synced = GaugeMetricFamily(names.KUBE_SYNCED, "1 once the resource was listed successfully.",
+                               labels=("resource",))
+    restarted = CounterMetricFamily(names.KUBE_WATCH_RESTARTS, "Watches restarted (410 Gone, errors, "
+                                    "dropped connections), by resource.", labels=("resource",))
+    counts = store.counts()
+    for r in store.resources:
+        objects.add_metric((r.key,), counts.get(r.key, 0))
+        synced.add_metric((r.key,), 1 if r.key in store.synced else 0)
+        restarted.add_metric((r.key,), restarts.get(r.key, 0))
+    return [objects, synced, restarted]
 
 
 def render(registry: CollectorRegistry, pipeline: FlowPipeline) -> bytes:

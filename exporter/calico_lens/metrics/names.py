@@ -57,6 +57,19 @@ DNS_REQUESTS_HELP = ("CoreDNS queries by client workload, query type, response c
 DNS_DURATION = f"{PREFIX}_dns_request_duration_seconds"  # histogram{client_namespace, zone}
 DNS_DOMAINS = f"{PREFIX}_dns_domain_requests"  # _total{domain, rcode}: top external domains + __other__
 
+# Cluster inventory (calico-lens inventory): policy board, protection, posture.
+POLICY_INFO = f"{PREFIX}_policy_info"  # {policy, namespace, kind, tier, order, types} = 1
+POLICY_SELECTED = f"{PREFIX}_policy_selected_endpoints"  # {policy, namespace, kind, tier}
+POLICY_RULES = f"{PREFIX}_policy_rules"  # {policy, namespace, kind, tier, direction, action}
+POLICY_ERRORS = f"{PREFIX}_policy_selector_errors"  # {policy, namespace, kind} = 1 per invalid policy
+POLICIES = f"{PREFIX}_policies"  # {kind, tier, state}: active | unused | invalid
+ENDPOINTS = f"{PREFIX}_endpoints"  # {namespace, ingress, egress}: default_deny | isolated | unprotected
+NAMESPACE_ISOLATION = f"{PREFIX}_namespace_isolation"  # {namespace, direction}
+SECURITY_SCORE = f"{PREFIX}_security_score"
+SECURITY_COMPONENT = f"{PREFIX}_security_score_component"  # {component}: weighted points
+NAMESPACE_SCORE = f"{PREFIX}_namespace_security_score"  # {namespace}
+RECOMMENDATION = f"{PREFIX}_security_recommendation"  # {namespace, check, severity, message} = 1
+
 ALL_METRICS: tuple[str, ...] = (
     FLOWS,
     INPUT_LINES,
@@ -72,4 +85,15 @@ ALL_METRICS: tuple[str, ...] = (
     DNS_REQUESTS,
     DNS_DURATION,
     DNS_DOMAINS,
+    POLICY_INFO,
+    POLICY_SELECTED,
+    POLICY_RULES,
+    POLICY_ERRORS,
+    POLICIES,
+    ENDPOINTS,
+    NAMESPACE_ISOLATION,
+    SECURITY_SCORE,
+    SECURITY_COMPONENT,
+    NAMESPACE_SCORE,
+    RECOMMENDATION,
 )
