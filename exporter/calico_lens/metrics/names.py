@@ -48,6 +48,8 @@ REC_DENIED_NAMESPACE_BASELINE = "namespace:calico_lens_flows_denied:rate5m_basel
 REC_DENIED_POLICY = "policy:calico_lens_flows_denied:rate5m"
 REC_DENIED_POLICY_BASELINE = "policy:calico_lens_flows_denied:rate5m_baseline"
 REC_MALFORMED_RATIO = "instance_source:calico_lens_input_lines_malformed:ratio_rate15m"
+REC_DNS_NAMESPACE = "namespace_rcode_zone:calico_lens_dns_requests:rate10m"
+REC_DNS_P99 = "namespace:calico_lens_dns_request_duration_seconds:p99_rate10m"
 
 # DNS (CoreDNS log plugin).
 DNS_REQUESTS = f"{PREFIX}_dns_requests"  # _total
