@@ -17,7 +17,7 @@ def test_demo_serves_flows_and_prometheus_scrapes_them() -> None:
                              "--metrics-address", f"127.0.0.1:{mport}", "--prometheus-port", str(pport)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        banner = proc.stdout.readline() + proc.stdout.readline() + proc.stdout.readline() + proc.stdout.readline()
+        banner = "".join(proc.stdout.readline() for _ in range(5))
         assert f"http://127.0.0.1:{mport}/metrics" in banner
         assert f"http://127.0.0.1:{pport}/graph" in banner
         url = f"http://127.0.0.1:{pport}/api/v1/query"
@@ -46,6 +46,8 @@ def test_demo_serves_flows_and_prometheus_scrapes_them() -> None:
             seen = {(r["metric"]["zone"], r["metric"]["rcode"]) for r in dns}
             time.sleep(0.5)
         assert wanted <= seen
+        score = requests.get(url, params={"query": "calico_lens_security_score"}, timeout=5).json()["data"]["result"]
+        assert score and 0 <= float(score[0]["value"][1]) <= 100
         malformed = requests.get(url, params={"query": 'sum(calico_lens_input_lines_total{result="malformed"})'},
                                  timeout=5).json()["data"]["result"]
         assert float(malformed[0]["value"][1]) == 0

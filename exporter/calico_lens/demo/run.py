@@ -20,6 +20,8 @@ import yaml
 from calico_lens.agent import Agent
 from calico_lens.config import Config
 from calico_lens.demo.cluster import LOG_PREFIX, DnsGenerator, TrafficGenerator, snapshot
+from calico_lens.inventory.daemon import Inventory
+from calico_lens.server import serve
 
 ROOT = Path(__file__).resolve().parents[3]  # the source checkout, when run from one
 
@@ -52,15 +54,16 @@ def _writer(path: Path, rate: float, stop: threading.Event) -> None:
             fh.flush()
 
 
-def start_prometheus(workdir: Path, target: str, port: int) -> subprocess.Popen | None:
+def start_prometheus(workdir: Path, target: str, port: int, inventory: str) -> subprocess.Popen | None:
     binary = shutil.which("prometheus")
     if binary is None:
         print("  (Prometheus is not installed: `make setup` installs it; the agent runs without it)")
         return None
     rules = sorted(str(p) for p in (ROOT / "alerts").glob("*.rules.yaml")) if (ROOT / "alerts").is_dir() else []
     cfg = {"global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
-           "scrape_configs": [{"job_name": "calico-lens", "static_configs": [{"targets": [target],
-                                                                              "labels": {"node": "node-1"}}]}]}
+           "scrape_configs": [
+               {"job_name": "calico-lens", "static_configs": [{"targets": [target], "labels": {"node": "node-1"}}]},
+               {"job_name": "calico-lens-inventory", "static_configs": [{"targets": [inventory]}]}]}
     if rules:
         cfg["rule_files"] = rules
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(cfg))
@@ -84,16 +87,22 @@ def run_demo(args: argparse.Namespace) -> int:
     cfg = Config(log_prefix=LOG_PREFIX, sources=[f"file:{log}"], metrics_address=address, snapshot=str(snap))
     agent = Agent(cfg)
     agent.start(kube=False)
+    # The cluster-wide inventory (policy board, security score) on the same made-up cluster.
+    inv_address = f"127.0.0.1:{_free_port()}"
+    inventory = Inventory(Config(snapshot=str(snap), metrics_address=inv_address))
+    inventory.load()
+    inv_httpd = serve("127.0.0.1", int(inv_address.rsplit(":", 1)[1]), inventory.exposition, inventory.ready)
     stop = threading.Event()
     threading.Thread(target=_writer, args=(log, args.rate, stop), daemon=True).start()
 
     print("calico-lens demo: a made-up cluster (shop, payments, kube-system, monitoring) with generated")
     print(f"Calico LOG lines ({args.rate:.0f}/s) and CoreDNS query lines flowing through the real agent pipeline.")
     print(f"  metrics     http://{address}/metrics")
+    print(f"  inventory   http://{inv_address}/metrics  (policy board, security score)")
     prom = None
     if not args.no_prometheus:
         pport = args.prometheus_port if _port_free(args.prometheus_port) else _free_port()
-        prom = start_prometheus(workdir, address, pport)
+        prom = start_prometheus(workdir, address, pport, inv_address)
         if prom is not None:
             q = "sum by (source_workload, destination_workload, action) (rate(calico_lens_flows_total[1m]))"
             print(f"  prometheus  http://127.0.0.1:{pport}/graph?g0.expr={q.replace(' ', '%20')}")
@@ -108,6 +117,7 @@ def run_demo(args: argparse.Namespace) -> int:
     done.wait(args.duration or None)
     stop.set()
     agent.stop()
+    inv_httpd.shutdown()
     if prom is not None:
         prom.terminate()
         prom.wait(10)
