@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Both run setup first.
-.PHONY: setup demo test lint bench rules clean
+.PHONY: setup demo test lint bench rules dashboards clean
 
 setup:
 	@bash scripts/setup.sh
@@ -8,15 +8,18 @@ demo: setup
 	.venv/bin/calico-lens demo
 
 test: setup
-	.venv/bin/ruff check exporter tests bench alerts
+	.venv/bin/ruff check exporter tests bench alerts dashboards
 	.venv/bin/python -m pytest -q tests
 
 lint: setup
-	.venv/bin/ruff check exporter tests bench alerts
+	.venv/bin/ruff check exporter tests bench alerts dashboards
 
 bench: setup
 	.venv/bin/python bench/bench_replay.py
 	.venv/bin/python bench/bench_forward.py
+
+dashboards: setup
+	.venv/bin/python dashboards/build.py
 
 rules: setup
 	.venv/bin/python alerts/generate.py

@@ -75,6 +75,7 @@ MIX = [
     (3, "frontend", "public", "TCP", 443),
     (4, "prometheus", "node", "TCP", 9100),
     (1, "frontend", "checkout", "ICMP", 0),
+    (2, "checkout", "coredns", "UDP", 53),  # its egress policy forgot DNS: denied
 ]
 
 

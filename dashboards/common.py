@@ -1,0 +1,113 @@
+"""Shared pieces of the calico-lens dashboards (grafanalib).
+
+Conventions every dashboard follows: a ``datasource`` variable (type prometheus) used by every
+panel and query; ``cluster`` and ``namespace`` variables (multi-select, All); a stable uid; the
+common tag and links between the dashboards; ``$__rate_interval`` in every rate; a unit and a
+one-line description on every panel; denied is red and allowed green everywhere.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import attr
+from grafanalib.core import (
+    Dashboard,
+    DashboardLink,
+    GridPos,
+    Panel,
+    Stat,
+    Table,
+    Target,
+    Template,
+    Templating,
+    TimeSeries,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "exporter"))
+
+from calico_lens.metrics import names as n
+
+TAG = "calico-lens"
+DS = {"type": "prometheus", "uid": "${datasource}"}
+SEL = 'cluster=~"$cluster"'  # every query is scoped to the chosen clusters
+RATE = "$__rate_interval"
+DENY, ALLOW, PASS = "red", "green", "blue"
+FLOWS = n.FLOWS + "_total"
+DNS = n.DNS_REQUESTS + "_total"
+UIDS = {"health": "calico-lens-health", "posture": "calico-lens-posture", "dns": "calico-lens-dns",
+        "flows": "calico-lens-flows", "policy": "calico-lens-policy"}
+
+
+def templating(namespace_source: str = f"{FLOWS}", namespace_label: str = "destination_namespace") -> Templating:
+    return Templating(list=[
+        Template(name="datasource", label="Data source", type="datasource", query="prometheus"),
+        Template(name="cluster", label="Cluster", dataSource=DS, query="label_values(calico_lens_build_info, cluster)",
+                 includeAll=True, multi=True, allValue=".*", default="$__all"),
+        Template(name="namespace", label="Namespace", dataSource=DS,
+                 query=f"label_values({namespace_source}, {namespace_label})", includeAll=True, multi=True,
+                 allValue=".*", default="$__all"),
+    ])
+
+
+def links() -> list[DashboardLink]:
+    return [DashboardLink(title="calico-lens", type="dashboards", tags=[TAG], asDropdown=True,
+                          keepTime=True, includeVars=True)]
+
+
+def grid(x: int, y: int, w: int, h: int) -> GridPos:
+    return GridPos(h=h, w=w, x=x, y=y)
+
+
+def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False, fmt: str = "time_series") -> Target:
+    return Target(expr=expr, legendFormat=legend, refId=ref, instant=instant, format=fmt, datasource=DS)
+
+
+def colour_overrides(mapping: dict[str, str]) -> list[dict]:
+    return [{"matcher": {"id": "byName", "options": name},
+             "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": colour}}]}
+            for name, colour in mapping.items()]
+
+
+ACTION_COLOURS = colour_overrides({"deny": DENY, "allow": ALLOW, "pass": PASS})
+
+
+def timeseries(title: str, description: str, unit: str, targets: list[Target], pos: tuple[int, int, int, int],
+               overrides: list[dict] | None = None, stacking: bool = False) -> TimeSeries:
+    return TimeSeries(title=title, description=description, unit=unit, dataSource=DS, targets=targets,
+                      gridPos=grid(*pos), overrides=overrides or [],
+                      stacking={"mode": "normal"} if stacking else {}, legendDisplayMode="table",
+                      legendPlacement="right", legendCalcs=["lastNotNull"])
+
+
+def stat(title: str, description: str, unit: str, expr: str, pos: tuple[int, int, int, int],
+         thresholds: list[dict] | None = None) -> Stat:
+    return Stat(title=title, description=description, format=unit, dataSource=DS, targets=[target(expr)],
+                gridPos=grid(*pos), reduceCalc="lastNotNull",
+                thresholds=thresholds or [{"color": "green", "value": None}])
+
+
+def table(title: str, description: str, unit: str, targets: list[Target], pos: tuple[int, int, int, int],
+          transformations: list[dict] | None = None, overrides: list[dict] | None = None) -> Table:
+    return Table(title=title, description=description, unit=unit, dataSource=DS, targets=targets,
+                 gridPos=grid(*pos), transformations=transformations or [], overrides=overrides or [])
+
+
+@attr.s
+class NodeGraph(Panel):
+    """Grafana's ``nodeGraph`` panel, which grafanalib has no class for. Fed by a nodes query
+    (fields id, title, mainstat) and an edges query (id, source, target, mainstat)."""
+
+    unit = attr.ib(default="ops")
+
+    def to_json_data(self) -> dict:
+        stat = {"mainStatUnit": self.unit}
+        return self.panel_json({"type": "nodeGraph", "fieldConfig": {"defaults": {"unit": self.unit}},
+                                "options": {"nodes": stat, "edges": stat}})
+
+
+def dashboard(key: str, title: str, description: str, panels: list[Panel], **templating_args: str) -> Dashboard:
+    return Dashboard(title=title, description=description, uid=UIDS[key], tags=[TAG], timezone="browser",
+                     refresh="30s", panels=panels, templating=templating(**templating_args), links=links(),
+                     editable=True).auto_panel_ids()
