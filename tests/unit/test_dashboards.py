@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-
 from calico_lens.metrics import names
+
 from tests.helpers import ROOT
 
 DASH = ROOT / "dashboards"
@@ -57,7 +57,7 @@ def test_conventions(name: str) -> None:
             assert m in RECORDED, f"{title}: {m} is not a recording rule"
         for fn_window in re.findall(r"\brate\([^\[]*\[([^\]]+)\]", expr):
             assert fn_window == "$__rate_interval", f"{title}: rate() must use $__rate_interval"
-        assert 'cluster=~"$cluster"' in expr or "calico_lens" not in expr and "up{" not in expr, title
+        assert 'cluster=~"$cluster"' in expr or ("calico_lens" not in expr and "up{" not in expr), title
 
 
 def test_denied_is_red_and_allowed_green_everywhere() -> None:
