@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from calico_lens.metrics import names
@@ -59,34 +60,28 @@ def _split(record: str) -> tuple[int, str]:
     return usec, msg
 
 
+def _rewrap(records: str, fmt: Callable[[int, int, str], str]) -> str:
+    """Each kmsg record as fmt(line number, microseconds since boot, message) makes it."""
+    return "".join(fmt(i, *_split(r)) + "\n" for i, r in enumerate(records.splitlines()))
+
+
 def as_bare(records: str) -> str:
-    return "".join(_split(r)[1] + "\n" for r in records.splitlines())
+    return _rewrap(records, lambda i, usec, msg: msg)
 
 
 def as_dmesg(records: str) -> str:
-    out = []
-    for r in records.splitlines():
-        usec, msg = _split(r)
-        out.append(f"[{usec // 1_000_000:5d}.{usec % 1_000_000:06d}] {msg}\n")
-    return "".join(out)
+    return _rewrap(records, lambda i, usec, msg: f"[{usec // 1_000_000:5d}.{usec % 1_000_000:06d}] {msg}")
 
 
 def as_syslog(records: str) -> str:
     """rsyslog's kern.log: BSD time, host, 'kernel:', then the dmesg stamp."""
-    out = []
-    for i, r in enumerate(records.splitlines()):
-        usec, msg = _split(r)
-        out.append(f"Nov 23 19:{40 + i // 60:02d}:{i % 60:02d} node-1 kernel: [{usec / 1e6:12.6f}] {msg}\n")
-    return "".join(out)
+    return _rewrap(records, lambda i, usec, msg:
+                   f"Nov 23 19:{40 + i // 60:02d}:{i % 60:02d} node-1 kernel: [{usec / 1e6:12.6f}] {msg}")
 
 
 def as_journald_iso(records: str) -> str:
     """journalctl -k -o short-iso."""
-    out = []
-    for i, r in enumerate(records.splitlines()):
-        _, msg = _split(r)
-        out.append(f"2026-11-23T19:40:{i % 60:02d}+0000 node-1 kernel: {msg}\n")
-    return "".join(out)
+    return _rewrap(records, lambda i, usec, msg: f"2026-11-23T19:40:{i % 60:02d}+0000 node-1 kernel: {msg}")
 
 
 WRAPPERS = {"kmsg": lambda t: t, "bare": as_bare, "dmesg": as_dmesg, "syslog": as_syslog,
