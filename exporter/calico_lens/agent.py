@@ -17,8 +17,10 @@ from calico_lens.metrics.collector import LensCollector, render
 from calico_lens.pipeline import FlowPipeline
 from calico_lens.server import serve
 from calico_lens.sources.base import Source
+from calico_lens.sources.conntrack import ConntrackCollector
 from calico_lens.sources.forward import ForwardSettings, ForwardSource
 from calico_lens.sources.kmsg import KmsgSource
+from calico_lens.sources.podnet import PodNetCollector
 from calico_lens.sources.stdin import StdinSource
 from calico_lens.sources.tail import FileTail
 
@@ -52,8 +54,19 @@ class Agent:
         self.store = store or MetadataStore()
         self.pipeline = FlowPipeline(cfg, self.store)
         self.watcher = None
+        p = self.pipeline
+        err = lambda source: lambda reason, n=1: p.source_error(source, reason, n)  # noqa: E731
+        self.podnet = (PodNetCollector(self.store, cfg.max_series, cfg.series_ttl, cfg.proc_root,
+                                       error=err("podnet")) if cfg.tcp_stats else None)
+        self.conntrack = (ConntrackCollector(self.store, p.enricher.side_of, cfg.max_series, cfg.series_ttl,
+                                             cfg.conntrack_netns, cfg.unreplied_after, error=err("conntrack"))
+                          if cfg.conntrack else None)
+        if self.podnet:
+            p.tables.extend(self.podnet.tables.values())
+        if self.conntrack:
+            p.tables.extend(self.conntrack.tables)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(LensCollector(self.pipeline, self.store, self._restarts))
+        self.registry.register(LensCollector(self.pipeline, self.store, self._restarts, self.podnet))
         # (source, text, lines ignored before parsing, done event or None)
         self._queue: queue.Queue[tuple[str, str, int, _Done | None] | None] = queue.Queue(QUEUE_BATCHES)
         self._sources: list[Source] = []
@@ -121,6 +134,8 @@ class Agent:
         self.httpd = serve(host, port, self.exposition, self.ready)
         self._spawn(self._work, "pipeline")
         self._spawn(self._housekeeping, "housekeeping")
+        if self.podnet or self.conntrack:
+            self._spawn(self._kernel_rounds, "kernel-stats")
         for spec in self.cfg.sources:
             src = self.make_source(spec)
             self._sources.append(src)
@@ -163,6 +178,21 @@ class Agent:
         interval = min(60.0, max(1.0, self.cfg.series_ttl / 10)) if self.cfg.series_ttl else 60.0
         while not self._stop.wait(interval):
             self.pipeline.expire()
+
+    def _kernel_rounds(self) -> None:
+        """Per-pod counters, RTT and conntrack, every tcp_interval seconds."""
+        while True:
+            t0 = time.monotonic()
+            for name, c in (("podnet", self.podnet), ("conntrack", self.conntrack)):
+                if c is None:
+                    continue
+                try:
+                    c.collect()
+                except Exception:
+                    log.exception("%s: collection round failed", name)
+                    self.pipeline.source_error(name, "round_failed")
+            if self._stop.wait(max(0.1, self.cfg.tcp_interval - (time.monotonic() - t0))):
+                return
 
     def drain(self, timeout: float = 5.0) -> None:
         """Wait until the queue is empty (for tests and clean shutdown)."""

@@ -42,6 +42,13 @@ class Config:
     input_format: str = "auto"  # auto (kernel flow and CoreDNS lines, told apart per line) | kernel | coredns
     cluster_domain: str = "cluster.local"  # names under it are zone "cluster"
     dns_top_domains: int = 100  # external domains tracked by name; the rest fold into __other__
+    # TCP health and traffic volume from the kernel (need the host PID namespace / host network)
+    tcp_stats: bool = False  # per-pod snmp/netstat/dev counters and sock_diag RTT
+    conntrack: bool = False  # per-flow bytes/packets and unreplied connections from conntrack
+    tcp_interval: float = 15.0  # seconds between collection rounds
+    proc_root: str = "/proc"  # the host's /proc (e.g. /host/proc in a container)
+    conntrack_netns: str = ""  # network namespace to read conntrack in (default: the agent's own)
+    unreplied_after: float = 5.0  # seconds without a reply before a connection counts as unreplied
     # Fluent Bit Forward receiver (sources: forward:HOST:PORT or forward:unix:PATH)
     forward_shared_key: str = ""  # enables the HELO/PING/PONG handshake
     forward_users: dict[str, str] = field(default_factory=dict)  # username: password (with a shared key)
@@ -139,8 +146,10 @@ def _coerce(name: str, value: Any) -> Any:
         return _int(name, value, 1)
     if name == "series_ttl":
         return _duration(name, value)
-    if name == "external_by_ip":
+    if name in ("external_by_ip", "tcp_stats", "conntrack"):
         return _bool(name, value)
+    if name in ("tcp_interval", "unreplied_after"):
+        return _duration(name, value)
     if name == "sources":
         items = value if isinstance(value, list) else [s for s in str(value).split(",") if s.strip()]
         return [validate_source(str(s).strip()) for s in items]

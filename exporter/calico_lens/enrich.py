@@ -110,6 +110,10 @@ class Enricher:
             return "egress"  # from the host itself (OUTPUT)
         return ""
 
+    def side_of(self, e: Endpoint, ip: str) -> tuple[str, str, str]:
+        """(namespace, workload, kind) of an endpoint for volume metrics (source granularity)."""
+        return self._side(e, ip, self.cfg.source_granularity)
+
     def _side(self, e: Endpoint, ip: str, granularity: str) -> tuple[str, str, str]:
         if e.kind in (ep.PUBLIC, ep.PRIVATE) and self.cfg.external_by_ip:
             return (e.namespace, ip, e.kind)

@@ -81,6 +81,9 @@ class Pod:
     iface: str  # host-side cali… name
     labels: dict[str, str] = field(default_factory=dict)
     owner_kind: str = "ReplicaSet"
+    uid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    pause: subprocess.Popen | None = None  # the pod's "pause" process, in the pod's cgroup
+    cgroup: str = ""
 
 
 @dataclass
@@ -146,7 +149,8 @@ class Node:
             with open(path, "w") as fh:
                 fh.write(value)
         self._add_ns(self.node_ns)
-        for key in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"):
+        for key in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+                    "net.netfilter.nf_conntrack_acct=1"):  # per network namespace
             run("sysctl", "-qw", key, ns=self.node_ns)
         # Like Felix: established traffic is accepted first; then the source workload's egress
         # policy (an allow returns and goes on), then the destination workload's ingress policy.
@@ -167,6 +171,16 @@ class Node:
                 "}\n"))
 
     def close(self) -> None:
+        self.stop_servers()
+        for pod in self.pods.values():
+            if pod.pause is not None:
+                pod.pause.kill()
+                pod.pause.wait()
+                pod.pause = None
+            if pod.cgroup:
+                with contextlib.suppress(OSError):
+                    os.rmdir(pod.cgroup)
+                pod.cgroup = ""
         for name in reversed(self._namespaces):
             run("ip", "netns", "del", name, check=False)
         self._namespaces.clear()
@@ -214,7 +228,24 @@ class Node:
         run("ip", "-6", "route", "add", f"{pod.ip6}/128", "dev", iface, ns=self.node_ns)
         self.pods[name] = pod
         self._wait_link6(netns)
+        self._start_pause(pod)
         return pod
+
+    def _start_pause(self, pod: Pod) -> None:
+        """A long-lived process in the pod's network namespace, in a kubelet-style cgroup
+        (…/kubepods/besteffort/pod<uid>/), as the agent finds pods on a real node."""
+        pod.pause = subprocess.Popen(["ip", "netns", "exec", pod.netns, "sleep", "infinity"])
+        root = next((r for r in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+                     if os.path.isdir(r)), "")
+        if root:
+            path = os.path.join(root, "kubepods", "besteffort", f"pod{pod.uid}")
+            try:
+                os.makedirs(path, exist_ok=True)
+                with open(os.path.join(path, "cgroup.procs"), "w") as fh:
+                    fh.write(str(pod.pause.pid))
+                pod.cgroup = path
+            except OSError:
+                pod.cgroup = ""
 
     def add_external(self, name: str) -> External:
         """A host outside the cluster (e.g. 'the internet' or a partner network), not a workload."""
@@ -301,13 +332,17 @@ class Node:
         target = self.pods.get(name) or self.externals[name]
         return target.ip4 if family == 4 else target.ip6
 
-    def serve_tcp(self, name: str, port: int) -> subprocess.Popen:
-        """A tiny TCP server in a namespace (accepts and closes), dual-stack."""
+    def serve_tcp(self, name: str, port: int, sink: bool = False) -> subprocess.Popen:
+        """A tiny TCP server in a namespace, dual-stack: accepts and closes, or (sink) reads
+        everything a client sends and answers with the byte count."""
+        handle = (" c,_=s.accept();c.close()\n" if not sink else
+                  " c,_=s.accept();n=0\n while (d:=c.recv(65536)):\n  n+=len(d)\n"
+                  " c.sendall(str(n).encode());c.close()\n")
         code = ("import socket,sys\n"
                 "s=socket.socket(socket.AF_INET6);s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
                 f"s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0);s.bind(('::',{port}));s.listen(64)\n"
                 "print('ready',flush=True)\n"
-                "while True:\n c,_=s.accept();c.close()\n")
+                "while True:\n" + handle)
         p = subprocess.Popen(["ip", "netns", "exec", self.netns_of(name), sys.executable, "-c", code],
                              stdout=subprocess.PIPE, text=True)
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"

@@ -135,7 +135,7 @@ def snapshot(node: Node) -> dict:
         items.append({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": p.name, "namespace": p.namespace, "labels": labels, "ownerReferences": [owner],
-                         "uid": "pod-" + p.name},
+                         "uid": p.uid},
             "spec": {"nodeName": "node-1"},
             "status": {"phase": "Running", "podIP": p.ip4, "podIPs": [{"ip": p.ip4}, {"ip": p.ip6}]},
         })

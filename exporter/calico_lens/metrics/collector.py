@@ -17,9 +17,10 @@ from calico_lens.pipeline import FlowPipeline
 
 class LensCollector(Collector):
     def __init__(self, pipeline: FlowPipeline, store: MetadataStore,
-                 watch_restarts: Callable[[], dict[str, int]] | None = None):
+                 watch_restarts: Callable[[], dict[str, int]] | None = None, podnet: object = None):
         self.pipeline = pipeline
         self.store = store
+        self.podnet = podnet
         self.watch_restarts = watch_restarts or (lambda: {})
 
     def collect(self) -> Iterator[Metric]:
@@ -56,6 +57,8 @@ class LensCollector(Collector):
         yield from kube_families(self.store, self.watch_restarts())
 
         yield from self._dns()
+        if self.podnet is not None:
+            yield from self._rtt()
 
         ev = CounterMetricFamily(names.ENRICH_CACHE_EVICTIONS, "Enrichment cache entries dropped to stay "
                                  "within enrich_cache_size.")
@@ -65,6 +68,26 @@ class LensCollector(Collector):
         info = GaugeMetricFamily(names.BUILD_INFO, "calico-lens build information.", labels=("version",))
         info.add_metric((__version__,), 1)
         yield info
+
+    def _rtt(self) -> Iterator[Metric]:
+        from calico_lens.sources.podnet import RTT_BUCKETS
+
+        pn = self.podnet
+        hist = HistogramMetricFamily(names.TCP_RTT, "Smoothed RTT of established TCP sockets, sampled each round.",
+                                     labels=("namespace", "workload"))
+        for (ns, wl), (buckets, total, _count) in sorted(dict(pn.rtt).items()):
+            cum, rows = 0, []
+            for le, c in zip((*[repr(b) for b in RTT_BUCKETS], "+Inf"), buckets, strict=True):
+                cum += c
+                rows.append((le, cum))
+            hist.add_metric((ns, wl), rows, total)
+        yield hist
+        for name, value, what in ((names.TCP_RTT_MIN, pn.rtt_min, "Lowest"),
+                                  (names.TCP_RTT_MAX, pn.rtt_max, "Highest")):
+            g = GaugeMetricFamily(name, f"{what} TCP RTT seen on this node in the last round.")
+            if value is not None:
+                g.add_metric((), value)
+            yield g
 
     def _dns(self) -> Iterator[Metric]:
         dns = self.pipeline.dns

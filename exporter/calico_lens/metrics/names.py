@@ -72,6 +72,36 @@ SECURITY_COMPONENT = f"{PREFIX}_security_score_component"  # {component}: weight
 NAMESPACE_SCORE = f"{PREFIX}_namespace_security_score"  # {namespace}
 RECOMMENDATION = f"{PREFIX}_security_recommendation"  # {namespace, check, severity, message} = 1
 
+# TCP health and traffic volume (per-pod procfs, sock_diag, conntrack).
+TCP_SEGMENTS = f"{PREFIX}_tcp_segments"  # _total{namespace, workload, direction}
+TCP_RETRANS = f"{PREFIX}_tcp_retransmitted_segments"  # _total{namespace, workload}
+TCP_RESETS = f"{PREFIX}_tcp_resets"  # _total{namespace, workload, direction}
+TCP_FAILURES = f"{PREFIX}_tcp_connection_failures"  # _total{namespace, workload}
+TCP_LISTEN_DROPS = f"{PREFIX}_tcp_listen_drops"  # _total{namespace, workload}
+TCP_RTT = f"{PREFIX}_tcp_rtt_seconds"  # histogram{namespace, workload}
+TCP_RTT_MIN = f"{PREFIX}_tcp_rtt_min_seconds"  # gauge: this node, last round
+TCP_RTT_MAX = f"{PREFIX}_tcp_rtt_max_seconds"
+NET_BYTES = f"{PREFIX}_network_bytes"  # _total{namespace, workload, direction}
+NET_PACKETS = f"{PREFIX}_network_packets"
+NET_DROPS = f"{PREFIX}_network_drops"
+FLOW_BYTES = f"{PREFIX}_flow_bytes"  # _total{flow labels but direction; direction in|out from the source}
+FLOW_PACKETS = f"{PREFIX}_flow_packets"
+FLOWS_UNREPLIED = f"{PREFIX}_flows_unreplied"  # _total{flow labels}
+FLOW_VOLUME_LABELS: tuple[str, ...] = (*(x for x in FLOW_LABELS if x != "direction"), "direction")
+TCP_HELP = {
+    TCP_SEGMENTS: "TCP segments received (in) and sent (out) by the workload's pods.",
+    TCP_RETRANS: "TCP segments the workload's pods retransmitted.",
+    TCP_RESETS: "TCP resets sent (out) and connections reset by the peer (in).",
+    TCP_FAILURES: "TCP connection attempts that failed.",
+    TCP_LISTEN_DROPS: "Connections dropped because a listen queue was full or the SYN could not be handled.",
+    NET_BYTES: "Bytes received (in) and sent (out) on the pods' interfaces.",
+    NET_PACKETS: "Packets received (in) and sent (out) on the pods' interfaces.",
+    NET_DROPS: "Packets dropped on the pods' interfaces, received (in) and sent (out).",
+    FLOW_BYTES: "Bytes per flow from conntrack (nf_conntrack_acct), out = from the source, in = its replies.",
+    FLOW_PACKETS: "Packets per flow from conntrack (nf_conntrack_acct), out = from the source, in = its replies.",
+    FLOWS_UNREPLIED: "Connections that never saw a reply (an upstream firewall, or a dead service).",
+}
+
 ALL_METRICS: tuple[str, ...] = (
     FLOWS,
     INPUT_LINES,
@@ -98,4 +128,18 @@ ALL_METRICS: tuple[str, ...] = (
     SECURITY_COMPONENT,
     NAMESPACE_SCORE,
     RECOMMENDATION,
+    TCP_SEGMENTS,
+    TCP_RETRANS,
+    TCP_RESETS,
+    TCP_FAILURES,
+    TCP_LISTEN_DROPS,
+    TCP_RTT,
+    TCP_RTT_MIN,
+    TCP_RTT_MAX,
+    NET_BYTES,
+    NET_PACKETS,
+    NET_DROPS,
+    FLOW_BYTES,
+    FLOW_PACKETS,
+    FLOWS_UNREPLIED,
 )
