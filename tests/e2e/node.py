@@ -170,17 +170,28 @@ class Node:
                 "  ct state established,related accept\n  jump from_wl\n  jump to_wl\n }\n"
                 "}\n"))
 
+    def _stop_pause(self, pod: Pod) -> None:
+        if pod.pause is not None:
+            pod.pause.kill()
+            pod.pause.wait()
+            pod.pause = None
+        if pod.cgroup:
+            with contextlib.suppress(OSError):
+                os.rmdir(pod.cgroup)
+            pod.cgroup = ""
+
+    def remove_pod(self, name: str) -> Pod:
+        """Delete a pod the way the kubelet does: its processes, cgroup and network namespace go."""
+        pod = self.pods.pop(name)
+        self._stop_pause(pod)
+        run("ip", "netns", "del", pod.netns)
+        self._namespaces.remove(pod.netns)
+        return pod
+
     def close(self) -> None:
         self.stop_servers()
         for pod in self.pods.values():
-            if pod.pause is not None:
-                pod.pause.kill()
-                pod.pause.wait()
-                pod.pause = None
-            if pod.cgroup:
-                with contextlib.suppress(OSError):
-                    os.rmdir(pod.cgroup)
-                pod.cgroup = ""
+            self._stop_pause(pod)
         for name in reversed(self._namespaces):
             run("ip", "netns", "del", name, check=False)
         self._namespaces.clear()
@@ -332,12 +343,12 @@ class Node:
         target = self.pods.get(name) or self.externals[name]
         return target.ip4 if family == 4 else target.ip6
 
-    def serve_tcp(self, name: str, port: int, sink: bool = False) -> subprocess.Popen:
+    def serve_tcp(self, name: str, port: int, sink: bool = False, reply: int = 0) -> subprocess.Popen:
         """A tiny TCP server in a namespace, dual-stack: accepts and closes, or (sink) reads
-        everything a client sends and answers with the byte count."""
+        everything a client sends, then sends ``reply`` bytes back and closes."""
         handle = (" c,_=s.accept();c.close()\n" if not sink else
-                  " c,_=s.accept();n=0\n while (d:=c.recv(65536)):\n  n+=len(d)\n"
-                  " c.sendall(str(n).encode());c.close()\n")
+                  " c,_=s.accept()\n while c.recv(65536):\n  pass\n"
+                  f" c.sendall(b'y'*{reply});c.close()\n")
         code = ("import socket,sys\n"
                 "s=socket.socket(socket.AF_INET6);s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
                 f"s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0);s.bind(('::',{port}));s.listen(64)\n"
@@ -394,10 +405,18 @@ def sctp_init(sport: int, dport: int) -> bytes:
     return struct.pack("!HHII", sport, dport, 0, 0) + chunk
 
 
+CGROUP_PARENTS = [os.path.join(r, "kubepods", "besteffort")
+                  for r in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup")]
+
+
 def leftovers() -> list[str]:
-    """Namespaces this harness made that still exist (should be none after close())."""
+    """Namespaces and pod cgroups this harness made that still exist (none after close())."""
     out = run("ip", "netns", "list", check=False)
-    return [line.split()[0] for line in out.splitlines() if line.startswith(NS_PREFIX)]
+    found = [line.split()[0] for line in out.splitlines() if line.startswith(NS_PREFIX)]
+    for parent in CGROUP_PARENTS:
+        if os.path.isdir(parent):
+            found += [os.path.join(parent, d) for d in os.listdir(parent) if d.startswith("pod")]
+    return found
 
 
 @contextlib.contextmanager
@@ -440,7 +459,11 @@ def _main() -> int:
     args = ap.parse_args()
     if args.cleanup:
         for name in leftovers():
-            run("ip", "netns", "del", name, check=False)
+            if name.startswith("/"):
+                with contextlib.suppress(OSError):
+                    os.rmdir(name)
+            else:
+                run("ip", "netns", "del", name, check=False)
         print("removed leftovers")
         return 0
     try:

@@ -1,0 +1,166 @@
+"""TCP health and volume on the node harness, on the real kernel: RTT that follows real queueing
+delay (tbf), retransmissions that follow real random drops, conntrack bytes that match a transfer
+of known size, unreplied connections behind a silent firewall, and pods that come and go."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from calico_lens.config import Config
+from calico_lens.enrich import Enricher
+from calico_lens.kube.metadata import MetadataStore
+from calico_lens.metrics import names
+from calico_lens.sources.conntrack import ConntrackCollector
+from calico_lens.sources.podnet import RTT_BUCKETS, PodNetCollector
+
+from tests.e2e import scenario
+from tests.e2e.node import Node, run
+
+
+def collectors(node: Node, ttl: float = 0, unreplied_after: float = 0.5) -> tuple[MetadataStore, PodNetCollector,
+                                                                                  ConntrackCollector]:
+    store = MetadataStore()
+    store.load_list(scenario.snapshot(node))
+    errors: list[str] = []
+    pn = PodNetCollector(store, 1000, ttl, error=lambda r, n=1: errors.append(r))
+    ct = ConntrackCollector(store, Enricher(Config(), store).side_of, 1000, ttl,
+                            netns=f"/var/run/netns/{node.node_ns}", unreplied_after=unreplied_after,
+                            error=lambda r, n=1: errors.append(r))
+    pn.errors = errors  # type: ignore[attr-defined]
+    return store, pn, ct
+
+
+def client(node: Node, src: str, dst: str, port: int, payload: int, hold: float = 0.0) -> subprocess.Popen:
+    """Send ``payload`` bytes, half-close, read the reply to the end, hold the socket a while."""
+    addr = node.address_of(dst)
+    code = (f"import socket,time\ns=socket.create_connection(({addr!r},{port}))\n"
+            f"s.sendall(b'x'*{payload})\ns.shutdown(socket.SHUT_WR)\nn=0\n"
+            "while (d:=s.recv(65536)):\n n+=len(d)\n"
+            f"time.sleep({hold})\nprint(n)\n")
+    return subprocess.Popen(["ip", "netns", "exec", node.netns_of(src), sys.executable, "-c", code],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def total(pn: PodNetCollector, metric: str, workload: str, direction: str | None = None) -> float:
+    return sum(v for k, v in pn.tables[metric].snapshot()
+               if k[1] == workload and (direction is None or k[2] == direction))
+
+
+def test_rtt_follows_queue_delay(make_node) -> None:
+    node = make_node("iptables")
+    node.add_pod("bulk-0", "shop", "bulk", owner_kind="StatefulSet")
+    node.add_pod("sink-0", "shop", "sink", owner_kind="StatefulSet")
+    node.add_pod("chat-0", "shop", "chat", owner_kind="StatefulSet")
+    node.add_pod("echo-0", "shop", "echo", owner_kind="StatefulSet")
+    # The path into sink-0 goes through a token bucket: 4 Mbit/s with room for ~100 ms of queue.
+    run("tc", "qdisc", "add", "dev", node.pods["sink-0"].iface, "root", "tbf", "rate", "4mbit", "burst", "16kb",
+        "latency", "100ms", ns=node.node_ns)
+    node.serve_tcp("sink-0", 8080, sink=True)
+    node.serve_tcp("echo-0", 8080, sink=True)
+    _, pn, _ = collectors(node)
+    bulk = client(node, "bulk-0", "sink-0", 8080, 3_000_000)  # ~6 s at 4 Mbit/s: the queue stays full
+    addr = node.address_of("echo-0")
+    chat = subprocess.Popen(["ip", "netns", "exec", node.netns_of("chat-0"), sys.executable, "-c",
+                             f"import socket,time\ns=socket.create_connection(({addr!r},8080))\n"
+                             "for _ in range(40):\n s.sendall(b'ping');time.sleep(0.15)\n"])  # light, clean path
+    time.sleep(1.5)
+    for _ in range(4):
+        pn.collect()
+        time.sleep(0.7)
+    bulk.kill()
+    chat.kill()
+    shaped = pn.rtt[("shop", "bulk")]
+    clean = pn.rtt[("shop", "chat")]
+    # Mass of the shaped histogram sits at 10 ms and above (the queue), the clean one under 1 ms.
+    above_10ms = sum(shaped[0][RTT_BUCKETS.index(0.01) + 1:])
+    assert shaped[2] >= 4 and above_10ms / shaped[2] >= 0.75, shaped
+    assert clean[2] >= 4 and sum(clean[0][: RTT_BUCKETS.index(0.001) + 1]) == clean[2], clean
+    assert pn.rtt_max is not None and pn.rtt_max > 0.01 and pn.rtt_min is not None and pn.rtt_min < 0.001
+
+
+def test_retransmissions_follow_random_drops(make_node) -> None:
+    node = make_node("iptables")
+    for name in ("lossy-0", "clean-0", "dst-a-0", "dst-b-0"):
+        node.add_pod(name, "shop", name[:-2], owner_kind="StatefulSet")
+    node.serve_tcp("dst-a-0", 8080, sink=True)
+    node.serve_tcp("dst-b-0", 8080, sink=True)
+    # 5% of the packets towards dst-a are dropped at random, before conntrack's established shortcut.
+    run("iptables", "-I", "FORWARD", "1", "-o", node.pods["dst-a-0"].iface, "-m", "statistic", "--mode", "random",
+        "--probability", "0.05", "-j", "DROP", ns=node.node_ns)
+    _, pn, _ = collectors(node)
+    pn.collect()
+    before = {w: total(pn, names.TCP_RETRANS, w) for w in ("lossy", "clean")}
+    procs = [client(node, "lossy-0", "dst-a-0", 8080, 2_000_000), client(node, "clean-0", "dst-b-0", 8080, 2_000_000)]
+    for p in procs:
+        p.communicate(timeout=60)
+    pn.collect()
+    assert total(pn, names.TCP_RETRANS, "lossy") - before["lossy"] > 0
+    assert total(pn, names.TCP_RETRANS, "clean") == before["clean"]
+    # Segments went out from both senders; bytes on the pods' interfaces match the transfer.
+    for w in ("lossy", "clean"):
+        assert total(pn, names.TCP_SEGMENTS, w, "out") > 0
+        assert total(pn, names.NET_BYTES, w, "out") >= 2_000_000
+
+
+def test_conntrack_bytes_match_a_known_transfer_both_ways(make_node) -> None:
+    node = make_node("nftables")
+    node.add_pod("up-0", "shop", "up", owner_kind="StatefulSet")
+    node.add_pod("store-0", "shop", "store", owner_kind="StatefulSet")
+    node.serve_tcp("store-0", 8080, sink=True, reply=300_000)
+    _, _, ct = collectors(node)
+    p = client(node, "up-0", "store-0", 8080, 1_000_000, hold=2)
+    time.sleep(1.2)  # the transfer is done; the connection is still open
+    ct.collect()
+    assert p.communicate(timeout=30)[0].strip() == "300000"
+    rows = {k[-1]: v for k, v in ct.bytes.snapshot() if k[1] == "up" and k[4] == "store" and k[6] == "8080"}
+    # Payload plus TCP/IP headers (52 bytes a segment, a few hundred segments at most).
+    assert 1_000_000 <= rows["out"] <= 1_000_000 * 1.03, rows
+    assert 300_000 <= rows["in"] <= 300_000 * 1.03, rows
+
+
+def test_unreplied_connections_behind_a_silent_firewall(make_node) -> None:
+    node = make_node("iptables")
+    node.add_pod("app-0", "shop", "app", owner_kind="StatefulSet")
+    node.add_pod("api-0", "shop", "api", owner_kind="StatefulSet")
+    node.serve_tcp("api-0", 8080)
+    # The "upstream firewall": port 9999 silently drops SYNs inside the server's namespace.
+    run("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "9999", "--syn", "-j", "DROP", ns=node.pods["api-0"].netns)
+    _, _, ct = collectors(node, unreplied_after=0.5)
+    for _ in range(3):
+        assert not node.tcp_connect("app-0", "api-0", 9999)
+        assert node.tcp_connect("app-0", "api-0", 8080)
+    ct.collect()
+    time.sleep(0.6)
+    ct.collect()
+    ct.collect()  # counted once per connection, however many rounds see it
+    rows = {(k[1], k[4], k[6]): v for k, v in ct.unreplied.snapshot()}
+    assert rows == {("app", "api", "9999"): 3}
+
+
+def test_pods_come_and_go_without_breaking_counters(make_node) -> None:
+    node = make_node("iptables")
+    node.add_pod("web-0", "shop", "web", owner_kind="StatefulSet")
+    node.add_pod("db-0", "shop", "db", owner_kind="StatefulSet")
+    node.serve_tcp("db-0", 8080, sink=True)
+    store, pn, _ = collectors(node, ttl=2.0)
+    client(node, "web-0", "db-0", 8080, 200_000).communicate(timeout=30)
+    pn.collect()
+    first = total(pn, names.NET_BYTES, "web", "out")
+    assert first >= 200_000
+    # web-0 goes; web-1 (same workload, a new network namespace, counters from zero) comes.
+    gone = node.remove_pod("web-0")
+    node.add_pod("web-1", "shop", "web", owner_kind="StatefulSet")
+    store.load_list(scenario.snapshot(node))
+    client(node, "web-1", "db-0", 8080, 50_000).communicate(timeout=30)
+    pn.collect()
+    second = total(pn, names.NET_BYTES, "web", "out")
+    assert second >= first + 50_000  # the total went on growing: rate() sees no reset
+    assert gone.uid not in {ns.pod_uid for ns in pn.known.values()}
+    # Idle series expire after the TTL; nothing else is left behind.
+    time.sleep(2.2)
+    for t in pn.tables.values():
+        t.expire()
+    pn.collect()
+    assert all(len(t) <= 4 for t in pn.tables.values())
