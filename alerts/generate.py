@@ -44,6 +44,13 @@ SETTINGS: dict[str, Any] = {
     "dns_p99_seconds": 1.0,  # a second at the 99th percentile is felt by every client retrying
     "dns_min_rate": 0.1,  # queries per second below which a namespace's ratios are not judged
     "dns_for": "10m",
+    "retrans_ratio": 0.02,  # 2% of segments sent again: a lossy path, not normal jitter
+    "retrans_min_rate": 10,  # segments/s below which a workload's ratio is not judged
+    "rtt_factor": 3,  # average RTT this many times its baseline
+    "rtt_min_seconds": 0.005,  # ... and above 5 ms: sub-millisecond pod networks triple on noise
+    "tcp_for": "15m",
+    "unreplied_rate": 0.05,  # unanswered connections per second (3 a minute) to one destination
+    "unreplied_for": "10m",
     "score_drop": 10,  # points below the day's best
     "score_for": "15m",
     "runbook_url": "https://github.com/calico-lens/calico-lens/blob/main/alerts/runbook.md",
@@ -184,6 +191,42 @@ def build(settings: dict[str, Any] | None = None) -> dict:
                    "{{ $value | humanizeDuration }}.", s, s["dns_for"]),
         ],
     }
+    seg = n.TCP_SEGMENTS + "_total"
+    tcp_group = {
+        "name": "calico-lens-tcp",
+        "rules": [
+            {"record": n.REC_RETRANS_RATIO,
+             "expr": f"sum by (namespace, workload) (rate({n.TCP_RETRANS}_total[10m]))\n"
+                     f'/ sum by (namespace, workload) (rate({seg}{{direction="out"}}[10m]))'},
+            {"record": n.REC_RTT_AVG,
+             "expr": f"sum by (namespace, workload) (rate({n.TCP_RTT}_sum[10m]))\n"
+                     f"/ sum by (namespace, workload) (rate({n.TCP_RTT}_count[10m]))"},
+            {"record": n.REC_RTT_AVG_BASELINE, "expr": f"avg_over_time({n.REC_RTT_AVG}[{s['baseline_window']}])"},
+            _alert("CalicoLensTCPRetransmissions",
+                   f"{n.REC_RETRANS_RATIO} > {s['retrans_ratio']}\n"
+                   f'and on (namespace, workload) sum by (namespace, workload) (rate({seg}{{direction="out"}}[10m])) '
+                   f"> {s['retrans_min_rate']}",
+                   "warning", "A workload retransmits many TCP segments.",
+                   "{{ $value | humanizePercentage }} of the TCP segments {{ $labels.namespace }}/"
+                   "{{ $labels.workload }} sends are retransmissions.", s, s["tcp_for"]),
+            _alert("CalicoLensTCPRTTHigh",
+                   f"{n.REC_RTT_AVG} > {s['rtt_min_seconds']}\n"
+                   f"and {n.REC_RTT_AVG} > {s['rtt_factor']} * {n.REC_RTT_AVG_BASELINE}",
+                   "warning", "TCP round-trip times are far above their usual level.",
+                   "Average TCP RTT of {{ $labels.namespace }}/{{ $labels.workload }} is "
+                   "{{ $value | humanizeDuration }}, "
+                   f"more than {s['rtt_factor']}x its {s['baseline_window']} average.", s, s["tcp_for"]),
+            _alert("CalicoLensUnrepliedFlows",
+                   "sum by (namespace, source_workload, destination_namespace, destination_workload, "
+                   "destination_port) ("
+                   + 'label_replace(rate({u}[10m]), "namespace", "$1", "source_namespace", "(.*)")'.format(
+                       u=n.FLOWS_UNREPLIED + "_total") + f") > {s['unreplied_rate']}",
+                   "warning", "Connections get no reply: an upstream firewall or a dead service.",
+                   "{{ $labels.namespace }}/{{ $labels.source_workload }} opens {{ $value | humanize }} connections/s "
+                   "to {{ $labels.destination_namespace }}/{{ $labels.destination_workload }}:"
+                   "{{ $labels.destination_port }} that are never answered.", s, s["unreplied_for"]),
+        ],
+    }
     posture_group = {
         "name": "calico-lens-posture",
         "rules": [
@@ -200,7 +243,7 @@ def build(settings: dict[str, Any] | None = None) -> dict:
                    "traffic; it had one in the last day.", s),
         ],
     }
-    return {"groups": [flows_group, dns_group, posture_group, agent_group]}
+    return {"groups": [flows_group, dns_group, tcp_group, posture_group, agent_group]}
 
 
 class _Dumper(yaml.SafeDumper):

@@ -50,6 +50,9 @@ REC_DENIED_POLICY_BASELINE = "policy:calico_lens_flows_denied:rate5m_baseline"
 REC_MALFORMED_RATIO = "instance_source:calico_lens_input_lines_malformed:ratio_rate15m"
 REC_DNS_NAMESPACE = "namespace_rcode_zone:calico_lens_dns_requests:rate10m"
 REC_DNS_P99 = "namespace:calico_lens_dns_request_duration_seconds:p99_rate10m"
+REC_RETRANS_RATIO = "namespace_workload:calico_lens_tcp_retransmitted_segments:ratio_rate10m"
+REC_RTT_AVG = "namespace_workload:calico_lens_tcp_rtt_seconds:avg_rate10m"
+REC_RTT_AVG_BASELINE = "namespace_workload:calico_lens_tcp_rtt_seconds:avg_rate10m_baseline"
 
 # DNS (CoreDNS log plugin).
 DNS_REQUESTS = f"{PREFIX}_dns_requests"  # _total
