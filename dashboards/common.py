@@ -37,7 +37,7 @@ DENY, ALLOW, PASS = "red", "green", "blue"
 FLOWS = n.FLOWS + "_total"
 DNS = n.DNS_REQUESTS + "_total"
 UIDS = {"health": "calico-lens-health", "posture": "calico-lens-posture", "dns": "calico-lens-dns",
-        "flows": "calico-lens-flows", "policy": "calico-lens-policy"}
+        "flows": "calico-lens-flows", "policy": "calico-lens-policy", "tcp": "calico-lens-tcp"}
 
 
 def templating(namespace_source: str = f"{FLOWS}", namespace_label: str = "destination_namespace") -> Templating:
@@ -105,6 +105,19 @@ class NodeGraph(Panel):
         stat = {"mainStatUnit": self.unit}
         return self.panel_json({"type": "nodeGraph", "fieldConfig": {"defaults": {"unit": self.unit}},
                                 "options": {"nodes": stat, "edges": stat}})
+
+
+@attr.s
+class HeatmapPanel(Panel):
+    """Grafana's current ``heatmap`` panel over Prometheus histogram buckets (grafanalib's class
+    targets the old one)."""
+
+    unit = attr.ib(default="s")
+
+    def to_json_data(self) -> dict:
+        return self.panel_json({"type": "heatmap", "fieldConfig": {"defaults": {"unit": self.unit}},
+                                "options": {"calculate": False, "yAxis": {"unit": self.unit},
+                                            "cellGap": 1, "color": {"scheme": "Oranges", "mode": "scheme"}}})
 
 
 def dashboard(key: str, title: str, description: str, panels: list[Panel], **templating_args: str) -> Dashboard:

@@ -164,3 +164,45 @@ def test_pods_come_and_go_without_breaking_counters(make_node) -> None:
         t.expire()
     pn.collect()
     assert all(len(t) <= 4 for t in pn.tables.values())
+
+
+def test_tcp_dashboard_queries_return_data(make_node, tmp_path) -> None:
+    """The agent with its kernel sources on the node harness, scraped by a real Prometheus with the
+    rules: every query of the TCP dashboard returns data."""
+    import yaml
+
+    from tests.e2e.agent_proc import AgentProcess
+    from tests.e2e.test_dashboard_queries import board_queries, run_queries
+    from tests.helpers import ROOT
+    from tests.prom import Prometheus
+
+    node = make_node("iptables")
+    node.add_pod("bulk-0", "shop", "bulk", owner_kind="StatefulSet")
+    node.add_pod("sink-0", "shop", "sink", owner_kind="StatefulSet")
+    run("tc", "qdisc", "add", "dev", node.pods["sink-0"].iface, "root", "tbf", "rate", "8mbit", "burst", "16kb",
+        "latency", "50ms", ns=node.node_ns)
+    run("iptables", "-I", "FORWARD", "1", "-o", node.pods["sink-0"].iface, "-m", "statistic", "--mode", "random",
+        "--probability", "0.03", "-j", "DROP", ns=node.node_ns)
+    run("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "9999", "--syn", "-j", "DROP", ns=node.pods["sink-0"].netns)
+    node.serve_tcp("sink-0", 8080, sink=True)
+    snap = tmp_path / "snapshot.yaml"
+    snap.write_text(yaml.safe_dump(scenario.snapshot(node)))
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(yaml.safe_dump({"tcp_stats": True, "conntrack": True, "tcp_interval": "1s",
+                                   "conntrack_netns": f"/var/run/netns/{node.node_ns}", "unreplied_after": "0.5s"}))
+    feed = tmp_path / "kern.log"
+    feed.write_text("")
+    with AgentProcess("--config", str(cfg), "--snapshot", str(snap), "--source", f"file:{feed}") as agent, \
+            Prometheus([agent.address], rule_files=[str(ROOT / "alerts" / "calico-lens.rules.yaml")]) as prom:
+        bulk = client(node, "bulk-0", "sink-0", 8080, 6_000_000)
+        for _ in range(2):
+            node.tcp_connect("bulk-0", "sink-0", 9999)
+            node.tcp_connect("bulk-0", "sink-0", 7777)  # refused: a reset and a failed attempt
+        queries = board_queries({"calico-lens-tcp"})
+        end = time.monotonic() + 40
+        empty = queries
+        while time.monotonic() < end and empty:
+            time.sleep(2)
+            empty = run_queries(prom.url + "/api/v1/query", queries)
+        bulk.kill()
+    assert not empty, f"TCP panels without data: {empty}"

@@ -196,7 +196,7 @@ class PodNetCollector:
                 # First sight: the counters so far belong to this pod too. A smaller value than
                 # last time means the counter restarted: count from zero.
                 delta = value if last is None or value < last else value - last
-                if delta:
+                if delta or last is None:  # first sight: the series exist from here on, zeros included
                     key = (namespace, workload, direction) if metric in HAS_DIRECTION else (namespace, workload)
                     rows[metric][key] = rows[metric].get(key, 0) + delta
             ns.raw = raw
