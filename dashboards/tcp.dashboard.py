@@ -45,7 +45,8 @@ dashboard = dashboard("tcp", "calico-lens / TCP", "Round-trip times, retransmiss
     table("Unreplied flows", "Connections that never saw a reply, counted since each agent started: an upstream "
           "firewall or a dead service.", "short",
           [target(f"sum by (source_namespace, source_workload, destination_namespace, destination_workload, "
-                  f"destination_port) ({n.FLOWS_UNREPLIED}_total{{{SEL}}}) > 0", "", "A", True, "table")], (0, 32, 12, 9), [{"id": "organize", "options": {"excludeByName": {"Time": True}}}]),
+                  f"destination_port) ({n.FLOWS_UNREPLIED}_total{{{SEL}}}) > 0", "", "A", True, "table")],
+          (0, 32, 12, 9), [{"id": "organize", "options": {"excludeByName": {"Time": True}}}]),
     timeseries("Flow volume by destination", "Bytes per second from conntrack, by source and destination "
                "workload (needs nf_conntrack_acct=1).", "Bps",
                [target(f'topk(10, sum by (source_workload, destination_workload, direction) (rate({n.FLOW_BYTES}_total'
