@@ -55,7 +55,16 @@ class Agent:
         self.pipeline = FlowPipeline(cfg, self.store)
         self.watcher = None
         p = self.pipeline
-        err = lambda source: lambda reason, n=1: p.source_error(source, reason, n)  # noqa: E731
+        warned: set[tuple[str, str]] = set()
+
+        def err(source: str):  # noqa: ANN202
+            def report(reason: str, n: int = 1) -> None:
+                p.source_error(source, reason, n)  # counted every time, logged the first time
+                if (source, reason) not in warned:
+                    warned.add((source, reason))
+                    log.warning("%s: not available (%s); counted in calico_lens_source_errors_total", source, reason)
+            return report
+
         self.podnet = (PodNetCollector(self.store, cfg.max_series, cfg.series_ttl, cfg.proc_root,
                                        error=err("podnet")) if cfg.tcp_stats else None)
         self.conntrack = (ConntrackCollector(self.store, p.enricher.side_of, cfg.max_series, cfg.series_ttl,
