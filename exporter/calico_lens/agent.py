@@ -57,7 +57,7 @@ class Agent:
         p = self.pipeline
         warned: set[tuple[str, str]] = set()
 
-        def err(source: str):  # noqa: ANN202
+        def err(source: str):
             def report(reason: str, n: int = 1) -> None:
                 p.source_error(source, reason, n)  # counted every time, logged the first time
                 if (source, reason) not in warned:
