@@ -128,12 +128,17 @@ def build(settings: dict[str, Any] | None = None) -> dict:
                    "Prometheus cannot scrape {{ $labels.instance }} (job {{ $labels.job }}): that node's flows "
                    "are not counted.", s, s["agent_down_for"]),
             _alert("CalicoLensFlowInputStopped",
-                   f'sum by (job, instance) (rate({lines}{{{job},result="parsed"}}[{s["input_stopped_for"]}])) == 0\n'
-                   f'and sum by (job, instance) (increase({lines}{{{job},result="parsed"}}[1d] '
-                   f'offset {s["input_stopped_for"]})) > 0',
-                   "warning", "A calico-lens agent stopped receiving flow lines.",
-                   "{{ $labels.instance }} read no Calico flow line for " + s["input_stopped_for"] + " though it "
-                   "did the day before: log policies removed, logPrefix changed, or the source broke.", s),
+                   # No flow line for a while on an agent, while Log rules exist (the inventory says so)
+                   # or while the same agent read flow lines the day before (no inventory deployed).
+                   f'(\n  sum by (job, instance) (rate({lines}{{{job},result="parsed"}}[{s["input_stopped_for"]}]))'
+                   f" == 0\n)\nand on () (sum({n.POLICY_RULES}{{action=\"log\"}}) > 0)\nor\n"
+                   f'(\n  sum by (job, instance) (rate({lines}{{{job},result="parsed"}}[{s["input_stopped_for"]}]))'
+                   f' == 0\n)\nand on (job, instance) sum by (job, instance) (increase({lines}{{{job},'
+                   f'result="parsed"}}[1d] offset {s["input_stopped_for"]})) > 0',
+                   "warning", "A calico-lens agent receives no flow lines although log policies exist.",
+                   "{{ $labels.instance }} read no Calico flow line for " + s["input_stopped_for"] + " while Log "
+                   "rules exist or it read lines the day before: logPrefix changed, Log rules removed, or the "
+                   "source broke.", s),
             _alert("CalicoLensMalformedInput", f"{n.REC_MALFORMED_RATIO} > {s['malformed_ratio']}", "warning",
                    "Many input lines cannot be read.",
                    "{{ $value | humanizePercentage }} of the lines from source {{ $labels.source }} on "
