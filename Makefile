@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Both run setup first.
-.PHONY: setup demo test lint bench rules dashboards clean
+.PHONY: setup demo test lint bench rules dashboards chart clean
 
 setup:
 	@bash scripts/setup.sh
@@ -8,11 +8,11 @@ demo: setup
 	.venv/bin/calico-lens demo
 
 test: setup
-	.venv/bin/ruff check exporter tests bench alerts dashboards
+	.venv/bin/ruff check exporter tests bench alerts dashboards helm
 	.venv/bin/python -m pytest -q tests
 
 lint: setup
-	.venv/bin/ruff check exporter tests bench alerts dashboards
+	.venv/bin/ruff check exporter tests bench alerts dashboards helm
 
 bench: setup
 	.venv/bin/python bench/bench_replay.py
@@ -21,6 +21,10 @@ bench: setup
 
 dashboards: setup
 	.venv/bin/python dashboards/build.py
+
+chart: setup
+	.venv/bin/python helm/sync.py
+	.tools/helm lint helm/calico-lens
 
 rules: setup
 	.venv/bin/python alerts/generate.py

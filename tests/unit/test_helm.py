@@ -1,0 +1,150 @@
+"""The Helm chart, rendered by the real helm binary: lint, Kubernetes schemas (1.29 and 1.33), the
+Prometheus/Alertmanager configs it renders, synced assets, least-privilege RBAC, values schema."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from calico_lens.kube.resources import INVENTORY_RESOURCES, RESOURCES
+from tests.helpers import ROOT
+
+HELM = ROOT / ".tools" / "helm"
+CHART = ROOT / "helm" / "calico-lens"
+CASES = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
+CRD_GROUPS = ("monitoring.coreos.com", "projectcalico.org")
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    if not HELM.exists():
+        pytest.fail("helm is not installed: run `make setup` (it fetches helm into .tools/)", pytrace=False)
+    p = subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=120)
+    if check and p.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)}: {p.stderr}")
+    return p
+
+
+def render(case: str, *extra: str) -> list[dict]:
+    api = ["--api-versions", "monitoring.coreos.com/v1"] if "kube-prometheus" in case else []
+    out = helm("template", "lens", str(CHART), "-n", "observability", "-f", str(CHART / "ci" / case), *api,
+               *extra).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def find(docs: list[dict], kind: str, suffix: str = "") -> dict:
+    return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(suffix))
+
+
+def test_lint() -> None:
+    p = helm("lint", str(CHART), "--strict")
+    assert "0 chart(s) failed" in p.stdout
+
+
+@pytest.mark.parametrize("version", ["1.29", "1.33"])
+@pytest.mark.parametrize("case", CASES)
+def test_manifests_validate(case: str, version: str) -> None:
+    docs = render(case)
+    assert docs
+    for d in docs:
+        if d["apiVersion"].split("/")[0] in CRD_GROUPS:
+            continue  # custom resources: checked below by what they must contain
+        kubernetes_validate.validate(d, version, strict=True)
+    kinds = {d["kind"] for d in docs}
+    assert {"DaemonSet", "Deployment", "ClusterRole"} <= kinds
+    operator = "kube-prometheus" in case
+    assert ("PodMonitor" in kinds) is operator and ("PrometheusRule" in kinds) is operator
+    quickstart = case in ("stock-values.yaml", "remote-write-values.yaml", "log-policies-values.yaml")
+    assert any(d["metadata"]["name"].endswith("-grafana") for d in docs) is quickstart
+    assert ({"Tier", "GlobalNetworkPolicy"} <= kinds) is (case == "log-policies-values.yaml")
+
+
+def test_rendered_prometheus_rules_and_alertmanager(tmp_path) -> None:
+    for case in ("stock-values.yaml", "remote-write-values.yaml"):
+        docs = render(case)
+        prom = find(docs, "ConfigMap", "-prometheus")["data"]
+        (tmp_path / "prometheus.yml").write_text(prom["prometheus.yml"])
+        (tmp_path / "rules.yaml").write_text(prom["calico-lens.rules.yaml"])
+        p = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True,
+                           text=True)
+        assert p.returncode == 0, p.stdout + p.stderr
+        p = subprocess.run(["promtool", "check", "rules", str(tmp_path / "rules.yaml")], capture_output=True,
+                           text=True)
+        assert p.returncode == 0 and "SUCCESS" in p.stdout, p.stdout + p.stderr
+        am = find(docs, "ConfigMap", "-alertmanager")["data"]["alertmanager.yml"]
+        (tmp_path / "am.yml").write_text(am)
+        p = subprocess.run(["amtool", "check-config", str(tmp_path / "am.yml")], capture_output=True, text=True)
+        assert p.returncode == 0, p.stdout + p.stderr
+        if case == "remote-write-values.yaml":
+            cfg = yaml.safe_load(prom["prometheus.yml"])
+            assert cfg["remote_write"] == [{"url": "https://metrics.example.com/api/v1/write"}]
+            urls = {w["url"] for r in yaml.safe_load(am)["receivers"] for w in r.get("webhook_configs", [])}
+            assert urls == {"https://alerts.example.com/hook"}
+
+
+def test_prometheus_rule_carries_the_rules() -> None:
+    docs = render("kube-prometheus-stack-values.yaml")
+    rule = find(docs, "PrometheusRule")
+    source = yaml.safe_load((ROOT / "alerts" / "calico-lens.rules.yaml").read_text())
+    assert rule["spec"]["groups"] == source["groups"]
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_synced_assets_equal_their_sources() -> None:
+    p = subprocess.run([sys.executable, str(ROOT / "helm" / "sync.py"), "--check"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout
+    docs = render("quickstart-off-values.yaml")
+    dashboards = [d for d in docs if d["kind"] == "ConfigMap" and "-dashboard-" in d["metadata"]["name"]]
+    assert len(dashboards) == len(list((ROOT / "dashboards" / "json").glob("*.json")))
+    assert all(d["metadata"]["labels"]["grafana_dashboard"] == "1" for d in dashboards)
+
+
+def _grants(role: dict) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"]}
+
+
+def _reads(resources) -> set[tuple[str, str, str]]:  # noqa: ANN001
+    out = set()
+    for r in resources:
+        groups = [r.group, "crd.projectcalico.org"] if r.group == "projectcalico.org" else [r.group]
+        out |= {(g, r.plural, v) for g in groups for v in ("list", "watch")}
+    return out
+
+
+def test_rbac_is_least_privilege() -> None:
+    docs = render("quickstart-off-values.yaml")
+    assert _grants(find(docs, "ClusterRole", "-agent")) == _reads(RESOURCES)
+    assert _grants(find(docs, "ClusterRole", "-inventory")) == _reads(INVENTORY_RESOURCES)
+    for d in docs:
+        if d["kind"] in ("Role", "ClusterRole"):
+            assert {v for _, _, v in _grants(d)} <= {"get", "list", "watch"}, d["metadata"]["name"]
+
+
+def test_security_contexts() -> None:
+    docs = render("log-policies-values.yaml")
+    for d in docs:
+        if d["kind"] not in ("DaemonSet", "Deployment"):
+            continue
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            sc = c["securityContext"]
+            assert sc["capabilities"]["drop"] == ["ALL"], c["name"]
+            assert sc["allowPrivilegeEscalation"] is False
+    agent = find(docs, "DaemonSet", "-agent")["spec"]["template"]["spec"]["containers"][0]
+    assert set(agent["securityContext"]["capabilities"]["add"]) == {"SYSLOG", "SYS_PTRACE", "SYS_ADMIN", "NET_ADMIN"}
+    cfg = yaml.safe_load(find(docs, "ConfigMap", "-agent")["data"]["agent.yaml"])
+    assert cfg["log_prefix"] == "%k/%p" and "forward:127.0.0.1:24224" in cfg["sources"]
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("agent.tcpStats=maybe", "/agent/tcpStats"),
+    ("bogus=1", "bogus"),
+    ("agent.granularity.source=node", "/agent/granularity/source"),
+    ("quickstart.prometheus.remoteWrite[0].url=ftp://x", "/quickstart/prometheus/remoteWrite/0/url"),
+])
+def test_values_schema_rejects(setting: str, message: str) -> None:
+    p = helm("template", "lens", str(CHART), "--set", setting, check=False)
+    assert p.returncode != 0 and message in p.stderr, p.stderr
