@@ -9,8 +9,8 @@ import sys
 import kubernetes_validate
 import pytest
 import yaml
-
 from calico_lens.kube.resources import INVENTORY_RESOURCES, RESOURCES
+
 from tests.helpers import ROOT
 
 HELM = ROOT / ".tools" / "helm"
@@ -107,7 +107,7 @@ def _grants(role: dict) -> set[tuple[str, str, str]]:
             for v in rule["verbs"]}
 
 
-def _reads(resources) -> set[tuple[str, str, str]]:  # noqa: ANN001
+def _reads(resources) -> set[tuple[str, str, str]]:
     out = set()
     for r in resources:
         groups = [r.group, "crd.projectcalico.org"] if r.group == "projectcalico.org" else [r.group]
