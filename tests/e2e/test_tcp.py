@@ -86,15 +86,19 @@ def test_retransmissions_follow_random_drops(make_node) -> None:
         node.add_pod(name, "shop", name[:-2], owner_kind="StatefulSet")
     node.serve_tcp("dst-a-0", 8080, sink=True)
     node.serve_tcp("dst-b-0", 8080, sink=True)
-    # 5% of the packets towards dst-a are dropped at random, before conntrack's established shortcut.
+    # 20% of the packets towards dst-a are dropped at random, before conntrack's established shortcut.
+    # (veth hands over TSO-sized segments: a 2 MB transfer is only a few dozen packets, so the rate is
+    # high enough that two transfers without a single drop would take a one-in-a-million chance.)
     run("iptables", "-I", "FORWARD", "1", "-o", node.pods["dst-a-0"].iface, "-m", "statistic", "--mode", "random",
-        "--probability", "0.05", "-j", "DROP", ns=node.node_ns)
+        "--probability", "0.2", "-j", "DROP", ns=node.node_ns)
     _, pn, _ = collectors(node)
     pn.collect()
     before = {w: total(pn, names.TCP_RETRANS, w) for w in ("lossy", "clean")}
-    procs = [client(node, "lossy-0", "dst-a-0", 8080, 2_000_000), client(node, "clean-0", "dst-b-0", 8080, 2_000_000)]
-    for p in procs:
-        p.communicate(timeout=60)
+    for _ in range(2):
+        procs = [client(node, "lossy-0", "dst-a-0", 8080, 2_000_000),
+                 client(node, "clean-0", "dst-b-0", 8080, 2_000_000)]
+        for p in procs:
+            p.communicate(timeout=90)
     pn.collect()
     assert total(pn, names.TCP_RETRANS, "lossy") - before["lossy"] > 0
     assert total(pn, names.TCP_RETRANS, "clean") == before["clean"]
