@@ -46,7 +46,10 @@ def test_demo_serves_flows_and_prometheus_scrapes_them() -> None:
             seen = {(r["metric"]["zone"], r["metric"]["rcode"]) for r in dns}
             time.sleep(0.5)
         assert wanted <= seen
-        score = requests.get(url, params={"query": "calico_lens_security_score"}, timeout=5).json()["data"]["result"]
+        score: list = []
+        while time.monotonic() < end + 20 and not score:  # the inventory is scraped every 5 s
+            score = requests.get(url, params={"query": "calico_lens_security_score"}, timeout=5).json()["data"]["result"]
+            time.sleep(0.5)
         assert score and 0 <= float(score[0]["value"][1]) <= 100
         malformed = requests.get(url, params={"query": 'sum(calico_lens_input_lines_total{result="malformed"})'},
                                  timeout=5).json()["data"]["result"]
