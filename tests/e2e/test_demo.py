@@ -48,7 +48,8 @@ def test_demo_serves_flows_and_prometheus_scrapes_them() -> None:
         assert wanted <= seen
         score: list = []
         while time.monotonic() < end + 20 and not score:  # the inventory is scraped every 5 s
-            score = requests.get(url, params={"query": "calico_lens_security_score"}, timeout=5).json()["data"]["result"]
+            r = requests.get(url, params={"query": "calico_lens_security_score"}, timeout=5)
+            score = r.json()["data"]["result"]
             time.sleep(0.5)
         assert score and 0 <= float(score[0]["value"][1]) <= 100
         malformed = requests.get(url, params={"query": 'sum(calico_lens_input_lines_total{result="malformed"})'},
