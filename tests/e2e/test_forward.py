@@ -258,3 +258,36 @@ def test_coredns_lines_through_forward(tmp_path) -> None:
         text = metrics(a)
     assert dns_rows(text) == (EXPECTED, DOMAINS)
     assert inputs(text) == {("forward", "parsed"): 27, ("forward", "ignored"): 5, ("forward", "malformed"): 2}
+
+
+def test_tls_listener(tmp_path) -> None:
+    """With forward_tls_cert/key the listener speaks TLS: a TLS client is served, a plain one is cut off."""
+    import ssl
+    import subprocess as sp
+
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    sp.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+            "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    with agent(tmp_path, config={"forward_tls_cert": str(cert), "forward_tls_key": str(key)}) as a:
+        wait_for_listener(a.forward)
+        host, _, port = a.forward.rpartition(":")
+        ctx = ssl.create_default_context(cafile=str(cert))
+        ctx.check_hostname = False
+        with socket.create_connection((host, int(port)), timeout=5) as raw, ctx.wrap_socket(raw) as tls:
+            tls.sendall(msgpack.packb(["kernel", [entry({"log": ln}) for ln in LINES], {"chunk": "tls"}]))
+            unpacker = msgpack.Unpacker(raw=False)
+            while True:
+                unpacker.feed(tls.recv(4096))
+                try:
+                    assert next(unpacker) == {"ack": "tls"}
+                    break
+                except StopIteration:
+                    continue
+        plain = ForwardClient(a.forward)
+        plain.send_raw(msgpack.packb(["kernel", [entry({"log": LINES[1]})], {"chunk": "plain"}]))
+        with pytest.raises((EOFError, ConnectionError)):
+            plain.ack()
+        time.sleep(0.3)
+        text = metrics(a)
+    assert inputs(text)[("forward", "parsed")] == TOTAL
+    assert source_errors(text)[("forward", "tls_error")] == 1

@@ -258,6 +258,8 @@ class ForwardSource(Source):
             if self.settings.shared_key and not self._handshake(conn, unpacker):
                 return
             self._frames(conn, unpacker)
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            pass  # hung up before or during the handshake (a TCP probe): nothing was refused
         except ssl.SSLError:
             self.reject("tls_error")
         except OSError:
