@@ -6,7 +6,8 @@ import pytest
 from calico_lens.config import Config
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.metrics import names
-from calico_lens.parse.kernel_log import RawKey, parse_lines, parse_text, split_span
+from calico_lens.parse import kernel_log
+from calico_lens.parse.kernel_log import RawKey, parse_batch_regex, parse_lines, parse_text, split_span
 from calico_lens.parse.prefix import PrefixInfo, PrefixMatcher, TemplateError
 from calico_lens.pipeline import FlowPipeline
 from hypothesis import HealthCheck, given, settings
@@ -155,13 +156,27 @@ def test_lines_cut_short_do_not_swallow_the_next_line() -> None:
     assert [expand(k)[1:] for k in res.counts] == [KEY[1:]]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(line_st, min_size=1, max_size=40))
-def test_batch_path_equals_line_path(lines: list[str]) -> None:
-    text = "\n".join(lines) + "\n"
-    fast, slow = parse_text(text), parse_lines(text)
-    assert (fast.counts, fast.lines, fast.ignored, fast.malformed) == (slow.counts, slow.lines, slow.ignored,
-                                                                       slow.malformed)
+def test_c_scanner_is_built() -> None:
+    """make setup builds the C scanner here (gcc and the Python headers are on every machine); the
+    product falls back to the regex path without it, but the tests must exercise it."""
+    assert kernel_log._scan is not None, "the C scanner was not built: run `make setup` (needs gcc)"
+
+
+fragment = st.lists(st.sampled_from([*"IN=OUT LEN=PROTO=SPT=DPT=[]0123456789:; -kernelZT+", "IN=", " OUT=", "LEN=",
+                                     "PROTO=", " SPT=1 DPT=2", "Nov 23 19:40:05 h kernel: ", "[ 1.0] ", "5,1,2,-;",
+                                     "2026-11-23T19:40:05+0000 n kernel: "]), max_size=25).map("".join)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(line_st, fragment), max_size=40), st.booleans())
+def test_every_path_equals_the_line_path(lines: list[str], trailing: bool) -> None:
+    """The C scanner and the batch regex give exactly what the plain line-by-line parse gives."""
+    text = "\n".join(lines) + ("\n" if trailing else "")
+    slow = parse_lines(text)
+    want = (slow.counts, slow.lines, slow.ignored, slow.malformed)
+    for path in (parse_text, parse_batch_regex):
+        got = path(text)
+        assert (got.counts, got.lines, got.ignored, got.malformed) == want, path.__name__
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

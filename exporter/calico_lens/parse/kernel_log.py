@@ -4,8 +4,11 @@ A batch of complete lines goes in; out come counts per *raw flow key* plus the n
 that were ignored (not a flow line) or malformed (looked like a flow line but could not be read).
 Every line lands in exactly one of the three buckets.
 
-The fast path runs one ``findall`` over the whole batch (a single C call) and counts identical
-keys with ``Counter``; batches with eBPF trace lines go through a line-by-line pass.
+Three paths, one result: the C scanner (``_scan.c``, built by setup.py where a compiler exists)
+reads a batch line by line at C speed; without it, one ``findall`` runs over the whole batch (a
+single C call in sre) and ``Counter`` counts identical keys; ``parse_lines`` is the plain
+line-by-line reference that the other two are tested against, and what batches with eBPF trace
+lines take.
 """
 
 from __future__ import annotations
@@ -13,6 +16,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+
+try:  # the C scanner (setup.py builds it where a compiler is found); same results as parse_lines
+    from calico_lens.parse import _scan
+except ImportError:  # pragma: no cover - exercised on machines without a compiler
+    _scan = None
 
 # (head, span, proto, dport, verdict). The span runs from "IN=" to just before "LEN=": interfaces,
 # MAC, SRC and DST, which stay the same for every packet of a flow, so one capture replaces four;
@@ -87,11 +95,23 @@ def split_span(span: str) -> tuple[str, str, str, str] | None:
 
 def parse_text(text: str) -> ParseResult:
     """Parse a batch of complete lines (newline separated, the last newline optional)."""
+    if EBPF_MARK in text:
+        return parse_lines(text)
+    if _scan is not None:
+        got = _scan.scan(text)
+        if got is not None:  # None: not a 1-byte string, take the Python path
+            counts, lines, ignored, malformed, sample = got
+            return ParseResult(Counter(counts), lines, ignored, malformed, sample)
+    return parse_batch_regex(text)
+
+
+def parse_batch_regex(text: str) -> ParseResult:
+    """The pure-Python batch path."""
+    if EBPF_MARK in text:
+        return parse_lines(text)
     res = ParseResult(lines=count_lines(text))
     if not res.lines:
         return res
-    if EBPF_MARK in text:
-        return parse_lines(text)
     found = Counter(BATCH_RX.findall("\n" + text))
     if sum(found.values()) != text.count(OUT_MARK) or any("\n" in k[1] for k in found):
         return parse_lines(text)  # a match ran past its line (a line cut short, a stray " OUT=")
