@@ -55,7 +55,10 @@ def _common(p: argparse.ArgumentParser, sources: bool = True) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calico-lens", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"calico-lens {__version__}")
+    from calico_lens.parse.kernel_log import _scan
+
+    scanner = "C scanner" if _scan is not None else "pure-Python scanner (no C compiler at install)"
+    parser.add_argument("--version", action="version", version=f"calico-lens {__version__} ({scanner})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     agent = sub.add_parser("agent", help="run the node daemon: read flow logs, serve /metrics",

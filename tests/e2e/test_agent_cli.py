@@ -18,7 +18,7 @@ from tests.unit.test_kube_watch import pod
 
 
 def test_version_and_help() -> None:
-    assert run_cli("--version").stdout.decode().strip() == f"calico-lens {__version__}"
+    assert run_cli("--version").stdout.decode().strip() == f"calico-lens {__version__} (C scanner)"
     out = run_cli("--help").stdout.decode()
     for word in ("demo", "replay", "agent", "CALICO_LENS_LOG_PREFIX"):
         assert word in out
