@@ -8,12 +8,12 @@ are noise, not failures, and are told apart here.
 
 from __future__ import annotations
 
-import bisect
 import threading
 
 from calico_lens.kube.endpoints import normalise_ip
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.metrics import names
+from calico_lens.metrics.histograms import HistogramTable
 from calico_lens.metrics.table import LabelTable
 from calico_lens.metrics.topk import TopK
 from calico_lens.parse.coredns import DnsKey
@@ -53,8 +53,7 @@ class DnsAggregator:
         self.cluster_domain = cluster_domain
         self.requests = LabelTable(names.DNS_REQUESTS, names.DNS_REQUEST_LABELS, max_series, ttl)
         self.domains = TopK(top_domains)  # keys (domain, rcode)
-        # Histogram by (client_namespace, zone): bucket counts (not cumulative), sum, count.
-        self.hist: dict[tuple[str, str], list] = {}
+        self.hist = HistogramTable(BUCKETS, max_series)  # by (client_namespace, zone)
         self._clients: dict[str, tuple[str, str]] = {}
         self._gen = -1
         self._lock = threading.Lock()
@@ -90,19 +89,10 @@ class DnsAggregator:
                 if zone == EXTERNAL:
                     d = (name.lower().rstrip(".") or ".", rcode)
                     domains[d] = domains.get(d, 0) + 1
-                h = self.hist.get((ns, zone))
-                if h is None:
-                    if len(self.hist) >= self.requests.max_series:  # bounded like every table
-                        ns = names.OVERFLOW
-                        h = self.hist.get((ns, zone))
-                    if h is None:
-                        h = self.hist[(ns, zone)] = [[0] * (len(BUCKETS) + 1), 0.0, 0]
                 try:
                     seconds = float(dur)
                 except ValueError:
                     seconds = 0.0
-                h[0][bisect.bisect_left(BUCKETS, seconds)] += 1
-                h[1] += seconds
-                h[2] += 1
+                self.hist.observe((ns, zone), seconds)
             self.domains.add_counts(domains.items())
         self.requests.add_counts(rows.items())

@@ -71,8 +71,8 @@ def test_rtt_follows_queue_delay(make_node) -> None:
         time.sleep(0.7)
     bulk.kill()
     chat.kill()
-    shaped = pn.rtt[("shop", "bulk")]
-    clean = pn.rtt[("shop", "chat")]
+    shaped = pn.rtt.rows[("shop", "bulk")]
+    clean = pn.rtt.rows[("shop", "chat")]
     # Mass of the shaped histogram sits at 10 ms and above (the queue), the clean one under 1 ms.
     above_10ms = sum(shaped[0][RTT_BUCKETS.index(0.01) + 1:])
     assert shaped[2] >= 4 and above_10ms / shaped[2] >= 0.75, shaped

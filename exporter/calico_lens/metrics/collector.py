@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from calico_lens import __version__
-from calico_lens.dns import BUCKETS
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.metrics import names
 from calico_lens.pipeline import FlowPipeline
@@ -70,18 +69,9 @@ class LensCollector(Collector):
         yield info
 
     def _rtt(self) -> Iterator[Metric]:
-        from calico_lens.sources.podnet import RTT_BUCKETS
-
         pn = self.podnet
-        hist = HistogramMetricFamily(names.TCP_RTT, "Smoothed RTT of established TCP sockets, sampled each round.",
-                                     labels=("namespace", "workload"))
-        for (ns, wl), (buckets, total, _count) in sorted(dict(pn.rtt).items()):
-            cum, rows = 0, []
-            for le, c in zip((*[repr(b) for b in RTT_BUCKETS], "+Inf"), buckets, strict=True):
-                cum += c
-                rows.append((le, cum))
-            hist.add_metric((ns, wl), rows, total)
-        yield hist
+        yield pn.rtt.family(names.TCP_RTT, "Smoothed RTT of established TCP sockets, sampled each round.",
+                            ("namespace", "workload"))
         for name, value, what in ((names.TCP_RTT_MIN, pn.rtt_min, "Lowest"),
                                   (names.TCP_RTT_MAX, pn.rtt_max, "Highest")):
             g = GaugeMetricFamily(name, f"{what} TCP RTT seen on this node in the last round.")
@@ -91,15 +81,8 @@ class LensCollector(Collector):
 
     def _dns(self) -> Iterator[Metric]:
         dns = self.pipeline.dns
-        hist = HistogramMetricFamily(names.DNS_DURATION, "CoreDNS query duration by client namespace and zone.",
-                                     labels=("client_namespace", "zone"))
-        for (ns, zone), (buckets, total, _count) in sorted(dict(dns.hist).items()):
-            cum, rows = 0, []
-            for le, n in zip((*[repr(b) for b in BUCKETS], "+Inf"), buckets, strict=True):
-                cum += n
-                rows.append((le, cum))
-            hist.add_metric((ns, zone), rows, total)
-        yield hist
+        yield dns.hist.family(names.DNS_DURATION, "CoreDNS query duration by client namespace and zone.",
+                              ("client_namespace", "zone"))
         domains = CounterMetricFamily(names.DNS_DOMAINS, "CoreDNS queries for the heaviest external domains "
                                       "(bounded top-K); the rest are counted under domain __other__.",
                                       labels=("domain", "rcode"))

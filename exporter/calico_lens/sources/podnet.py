@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from calico_lens.kube.endpoints import workload_of
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.metrics import names
+from calico_lens.metrics.histograms import HistogramTable
 from calico_lens.metrics.table import LabelTable
 
 log = logging.getLogger(__name__)
@@ -122,11 +123,10 @@ class PodNetCollector:
                                      else ("namespace", "workload"), max_series, ttl, help_text=names.TCP_HELP[m])
                        for m in TABLES}
         self.known: dict[int, NetNS] = {}
-        self.rtt: dict[tuple[str, str], list] = {}  # (ns, workload) → [buckets, sum, count]
+        self.rtt = HistogramTable(RTT_BUCKETS, max_series)  # by (namespace, workload)
         self.rtt_min: float | None = None
         self.rtt_max: float | None = None
         self.rounds = 0
-        self._lock = threading.Lock()
         self._host_inode = self._inode(1)
 
     def _inode(self, pid: int) -> int:
@@ -236,18 +236,11 @@ class PodNetCollector:
         t.join(30)
         for p in problem:
             self.error(p)
-        with self._lock:
-            for namespace, workload, rtt in samples:
-                h = self.rtt.get((namespace, workload))
-                if h is None:
-                    h = self.rtt[(namespace, workload)] = [[0] * (len(RTT_BUCKETS) + 1), 0.0, 0]
-                i = next((k for k, b in enumerate(RTT_BUCKETS) if rtt <= b), len(RTT_BUCKETS))
-                h[0][i] += 1
-                h[1] += rtt
-                h[2] += 1
-            if samples:
-                vals = [s[2] for s in samples]
-                self.rtt_min, self.rtt_max = min(vals), max(vals)
+        for namespace, workload, rtt in samples:
+            self.rtt.observe((namespace, workload), rtt)
+        if samples:
+            vals = [s[2] for s in samples]
+            self.rtt_min, self.rtt_max = min(vals), max(vals)
 
 
 class PodNetSource(threading.Thread):
