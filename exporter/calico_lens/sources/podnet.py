@@ -20,7 +20,6 @@ import os
 import re
 import socket
 import threading
-import time
 from dataclasses import dataclass, field
 
 from calico_lens.kube.endpoints import workload_of
@@ -241,23 +240,3 @@ class PodNetCollector:
         if samples:
             vals = [s[2] for s in samples]
             self.rtt_min, self.rtt_max = min(vals), max(vals)
-
-
-class PodNetSource(threading.Thread):
-    """Runs collection rounds every ``interval`` seconds until stopped."""
-
-    def __init__(self, collector: PodNetCollector, interval: float):
-        super().__init__(name="podnet", daemon=True)
-        self.collector = collector
-        self.interval = interval
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            t0 = time.monotonic()
-            try:
-                self.collector.collect()
-            except Exception:
-                log.exception("podnet: collection round failed")
-                self.collector.error("round_failed")
-            self.stopped.wait(max(0.1, self.interval - (time.monotonic() - t0)))
