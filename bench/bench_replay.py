@@ -62,28 +62,31 @@ def bench_throughput(lines: int, work: Path, wrapper: str) -> None:
     print(f"corpus: {lines} realistic Calico LOG lines ({wrapper} form, cut prefixes), {size:.0f} MB")
     cli = [str(ROOT / ".venv/bin/calico-lens"), "replay", "--snapshot", str(snap), "--log-prefix", LOG_PREFIX,
            str(corpus)]
-    wall, cpu, p = timed(cli)
-    if p.returncode != 0:
-        print("calico-lens replay failed:", p.stderr.decode()[-500:])
+    ours = run_and_report("calico-lens replay", cli, lines, "(enrichment included, process start included)")
+    if ours is None:
         return
-    ours = lines / cpu
-    print(f"calico-lens replay: {wall:.2f} s wall, {cpu:.2f} s CPU → {lines / wall:,.0f} lines/s, "
-          f"{ours:,.0f} lines/s per core (enrichment included, process start included)")
     if shutil.which("mtail") is None:
         print("mtail: not installed (make setup installs it); no ratio")
         return
     progs = work / "progs"
     progs.mkdir(exist_ok=True)
     shutil.copy(ROOT / "bench/calico_flows.mtail", progs)
-    wall_m, cpu_m, pm = timed(["mtail", "--progs", str(progs), "--logs", str(corpus), "--one_shot",
-                               "--one_shot_format", "prometheus", "--logtostderr"])
-    if pm.returncode != 0:
-        print("mtail failed:", pm.stderr.decode()[-500:])
-        return
-    theirs = lines / cpu_m
-    print(f"mtail --one_shot:   {wall_m:.2f} s wall, {cpu_m:.2f} s CPU → {lines / wall_m:,.0f} lines/s, "
-          f"{theirs:,.0f} lines/s per core")
-    print(f"ratio (per core): calico-lens / mtail = {ours / theirs:.1f}x (target ≥ 9x; ≥ 400k lines/s per core)")
+    theirs = run_and_report("mtail --one_shot", ["mtail", "--progs", str(progs), "--logs", str(corpus), "--one_shot",
+                                                   "--one_shot_format", "prometheus", "--logtostderr"], lines)
+    if theirs is not None:
+        print(f"ratio (per core): calico-lens / mtail = {ours / theirs:.1f}x (target ≥ 9x; ≥ 400k lines/s per core)")
+
+
+def run_and_report(label: str, cmd: list[str], lines: int, note: str = "") -> float | None:
+    """Run a command over the corpus, print its rates; lines per CPU second, or None if it failed."""
+    wall, cpu, p = timed(cmd)
+    if p.returncode != 0:
+        print(f"{label} failed:", p.stderr.decode()[-500:])
+        return None
+    per_core = lines / cpu
+    print(f"{label}: {wall:.2f} s wall, {cpu:.2f} s CPU → {lines / wall:,.0f} lines/s, "
+          f"{per_core:,.0f} lines/s per core {note}".rstrip())
+    return per_core
 
 
 def bench_memory(distinct: int, cap: int) -> None:
