@@ -203,12 +203,6 @@ class Agent:
             if self._stop.wait(max(0.1, self.cfg.tcp_interval - (time.monotonic() - t0))):
                 return
 
-    def drain(self, timeout: float = 5.0) -> None:
-        """Wait until the queue is empty (for tests and clean shutdown)."""
-        end = time.monotonic() + timeout
-        while not self._queue.empty() and time.monotonic() < end:
-            time.sleep(0.01)
-
     def stop(self) -> None:
         self._stop.set()
         for s in self._sources:

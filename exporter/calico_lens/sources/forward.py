@@ -361,7 +361,3 @@ class ForwardSource(Source):
             if chunk is not None:
                 conn.sendall(msgpack.packb({"ack": chunk}))
 
-
-def parse_address(spec: str) -> str:
-    """``forward:HOST:PORT`` / ``forward:unix:PATH`` → the listener address."""
-    return spec[len("forward:"):]
