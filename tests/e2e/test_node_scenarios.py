@@ -64,17 +64,29 @@ def test_harness_cleans_up_after_a_failure() -> None:
     assert {k: open(f"/proc/sys/{k}").read() for k in SYSCTLS} == before
 
 
-def test_without_privileges_one_clear_line(tmp_path) -> None:
-    """Run as an unprivileged user, the harness says in one line what is missing."""
+def test_without_privileges_one_clear_line() -> None:
+    """Run as an unprivileged user, the harness says in one line what is missing. The user cannot
+    read a checkout under a private directory, so the (standard-library only) harness module is
+    copied to a readable place and run with the interpreter behind the venv."""
+    import os
+    import shutil
     import subprocess
     import sys
+    import tempfile
 
     from tests.helpers import ROOT
 
-    code = ("import sys; sys.path.insert(0, '.')\n"
-            "from tests.e2e.node import PrivilegeError, check_privileges\n"
-            "try:\n check_privileges()\nexcept PrivilegeError as e:\n print(e)\n")
-    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
-                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    where = tempfile.mkdtemp(prefix="cl-priv-")
+    try:
+        os.chmod(where, 0o755)
+        shutil.copy(ROOT / "tests" / "e2e" / "node.py", os.path.join(where, "node.py"))
+        os.chmod(os.path.join(where, "node.py"), 0o644)
+        code = ("from node import PrivilegeError, check_privileges\n"
+                "try:\n check_privileges()\nexcept PrivilegeError as e:\n print(e)\n")
+        python = os.path.realpath(sys.executable)  # the base interpreter, outside the checkout
+        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c", code],
+                           capture_output=True, text=True, cwd=where, timeout=60)
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
     assert p.returncode == 0, p.stderr
     assert p.stdout.count("\n") == 1 and "needs root" in p.stdout
