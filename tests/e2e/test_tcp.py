@@ -100,8 +100,13 @@ def test_retransmissions_follow_random_drops(make_node) -> None:
         for src, dst in (("clean-0", "dst-b-0"), ("lossy-0", "dst-a-0")):
             client(node, src, dst, 8080, 2_000_000).communicate(timeout=90)
     pn.collect()
-    assert total(pn, names.TCP_RETRANS, "lossy") - before["lossy"] > 0
-    assert total(pn, names.TCP_RETRANS, "clean") == before["clean"]
+    ratio = {w: (total(pn, names.TCP_RETRANS, w) - before[w]) / max(1.0, total(pn, names.TCP_SEGMENTS, w, "out"))
+             for w in ("lossy", "clean")}
+    # Lossy: 15-50% of the segments go out again (seen here). Clean: none on a quiet machine, but a
+    # starved CPU can fire a spurious RTO once (CI once saw 45 of 2,774 segments, 1.6%), so "flat" is
+    # measured against the lossy path, not as an exact zero.
+    assert ratio["lossy"] >= 0.05, ratio
+    assert ratio["clean"] <= ratio["lossy"] / 5, ratio
     # Segments went out from both senders; bytes on the pods' interfaces match the transfer.
     for w in ("lossy", "clean"):
         assert total(pn, names.TCP_SEGMENTS, w, "out") > 0
