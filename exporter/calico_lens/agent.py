@@ -21,7 +21,7 @@ from calico_lens.sources.conntrack import ConntrackCollector
 from calico_lens.sources.forward import ForwardSettings, ForwardSource
 from calico_lens.sources.kmsg import KmsgSource
 from calico_lens.sources.podnet import PodNetCollector
-from calico_lens.sources.stdin import StdinSource
+from calico_lens.sources.stream import StdinSource, TracePipeSource
 from calico_lens.sources.tail import FileTail
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,8 @@ class Agent:
             return KmsgSource(self._sink, self._error)
         if spec == "stdin":
             return StdinSource(self._sink, self._error)
+        if spec == "trace" or spec.startswith("trace:"):
+            return TracePipeSource(self._sink, self._error, spec[6:])
         if spec.startswith("file:"):
             return FileTail(spec[5:], self._sink, self._error)
         if spec.startswith("forward:"):

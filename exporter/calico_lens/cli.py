@@ -45,7 +45,8 @@ def _common(p: argparse.ArgumentParser, sources: bool = True) -> None:
     p.add_argument("--cluster-domain", metavar="DOMAIN", help="Kubernetes cluster domain (default: cluster.local)")
     if sources:
         p.add_argument("--source", action="append", dest="sources", metavar="SPEC",
-                       help="where flow lines come from: kmsg, stdin, file:PATH, forward:HOST:PORT or "
+                       help="where flow lines come from: kmsg (iptables/nftables LOG lines), trace or trace:PATH "
+                            "(the eBPF dataplane's trace pipe), stdin, file:PATH, forward:HOST:PORT or "
                             "forward:unix:PATH (Fluent Bit's forward output); repeatable")
         p.add_argument("--metrics-address", metavar="HOST:PORT",
                        help="where /metrics, /healthz and /readyz are served (default: 127.0.0.1:9808)")

@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 @dataclass
 class Config:
     log_prefix: str = "calico-packet"  # FelixConfiguration logPrefix (%t %k %n %p)
-    sources: list[str] = field(default_factory=list)  # kmsg | file:PATH | stdin
+    sources: list[str] = field(default_factory=list)  # kmsg | trace[:PATH] | file:PATH | stdin | forward:…
     metrics_address: str = "127.0.0.1:9808"
     snapshot: str = ""  # static Kubernetes objects instead of the API server
     kubeconfig: str = ""  # empty: in-cluster config, else ~/.kube/config
@@ -105,14 +105,15 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
 
 
 def validate_source(spec: str) -> str:
-    if spec in ("kmsg", "stdin") or (spec.startswith("file:") and len(spec) > 5):
+    if spec in ("kmsg", "stdin", "trace") or (spec.startswith(("file:", "trace:")) and spec.partition(":")[2]):
         return spec
     if spec.startswith("forward:unix:") and len(spec) > 13:
         return spec
     if spec.startswith("forward:") and _ADDRESS.match(spec[8:]) and 0 <= int(spec.rpartition(":")[2]) < 65536:
         return spec
     raise ConfigError(
-        f"sources: {spec!r} is not a source; use kmsg, stdin, file:PATH, forward:HOST:PORT or forward:unix:PATH"
+        f"sources: {spec!r} is not a source; use kmsg, trace, trace:PATH, stdin, file:PATH, "
+        "forward:HOST:PORT or forward:unix:PATH"
     )
 
 

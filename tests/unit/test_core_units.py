@@ -47,10 +47,13 @@ def test_config_precedence_and_errors(tmp_path) -> None:
     cfg = load(str(f), env={"CALICO_LENS_MAX_SERIES": "700"}, overrides={"sources": ["file:/var/log/kern.log"]})
     assert (cfg.log_prefix, cfg.max_series, cfg.sources, cfg.series_ttl) == ("%k/%p", 700, ["file:/var/log/kern.log"],
                                                                               1800.0)
+    env = {"CALICO_LENS_SOURCES": "trace,trace:/sys/kernel/debug/tracing/trace_pipe"}
+    assert load(None, env=env).sources == ["trace", "trace:/sys/kernel/debug/tracing/trace_pipe"]
     cases = {
         "source_granularity: node\n": "source_granularity: 'node' is not allowed; use one of namespace, workload, pod",
         "max_series: lots\n": "max_series: 'lots' is not a whole number",
         "sources: [tcp:1]\n": "sources: 'tcp:1' is not a source",
+        "sources: ['trace:']\n": "sources: 'trace:' is not a source; use kmsg, trace, trace:PATH",
         "log_prefix: 'x-%q'\n": "log_prefix:",
         "metrics_address: nowhere\n": "metrics_address: 'nowhere' is not HOST:PORT",
         "colour: blue\n": "unknown setting 'colour'",

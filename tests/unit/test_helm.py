@@ -57,7 +57,7 @@ def test_manifests_validate(case: str, version: str) -> None:
     assert {"DaemonSet", "Deployment", "ClusterRole"} <= kinds
     operator = "kube-prometheus" in case
     assert ("PodMonitor" in kinds) is operator and ("PrometheusRule" in kinds) is operator
-    quickstart = case in ("stock-values.yaml", "remote-write-values.yaml", "log-policies-values.yaml")
+    quickstart = case not in ("kube-prometheus-stack-values.yaml", "quickstart-off-values.yaml")
     assert any(d["metadata"]["name"].endswith("-grafana") for d in docs) is quickstart
     assert ({"Tier", "GlobalNetworkPolicy"} <= kinds) is (case == "log-policies-values.yaml")
 
@@ -137,6 +137,22 @@ def test_security_contexts() -> None:
     assert set(agent["securityContext"]["capabilities"]["add"]) == {"SYSLOG", "SYS_PTRACE", "SYS_ADMIN", "NET_ADMIN"}
     cfg = yaml.safe_load(find(docs, "ConfigMap", "-agent")["data"]["agent.yaml"])
     assert cfg["log_prefix"] == "%k/%p" and "forward:127.0.0.1:24224" in cfg["sources"]
+
+
+def test_each_source_gets_only_its_host_access() -> None:
+    """kmsg: /dev/kmsg and CAP_SYSLOG; trace (eBPF dataplane): the host's tracefs and no capability."""
+    for case, source, mount, cap in (("stock-values.yaml", "kmsg", "/dev/kmsg", "SYSLOG"),
+                                     ("ebpf-values.yaml", "trace", "/sys/kernel/tracing", None)):
+        docs = render(case)
+        agent = find(docs, "DaemonSet", "-agent")["spec"]["template"]["spec"]
+        mounts = {m["mountPath"] for m in agent["containers"][0]["volumeMounts"]}
+        paths = {v["hostPath"]["path"] for v in agent["volumes"] if "hostPath" in v}
+        caps = set(agent["containers"][0]["securityContext"]["capabilities"]["add"])
+        cfg = yaml.safe_load(find(docs, "ConfigMap", "-agent")["data"]["agent.yaml"])
+        assert cfg["sources"] == [source], case
+        assert mount in mounts and mount in paths, case
+        assert not ({"/dev/kmsg", "/sys/kernel/tracing"} - {mount}) & (mounts | paths), case
+        assert ("SYSLOG" in caps) is (cap == "SYSLOG"), case
 
 
 @pytest.mark.parametrize("setting,message", [
