@@ -18,8 +18,9 @@ KERNEL = DATA / "kernel"
 CLI = [sys.executable, "-m", "calico_lens"]
 
 
-def run_cli(*args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run([*CLI, *args], capture_output=True, input=input, timeout=120)
+def run_cli(*args: str, input: bytes | None = None, check: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    p = subprocess.run([*CLI, *args], capture_output=True, input=input, timeout=120, env=env)
     if check and p.returncode != 0:
         raise AssertionError(f"calico-lens {' '.join(args)} exited {p.returncode}: {p.stderr.decode()}")
     return p

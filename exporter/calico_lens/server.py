@@ -8,6 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from calico_lens.config import ConfigError
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
@@ -40,6 +42,10 @@ def serve(host: str, port: int, metrics: Callable[[], bytes], ready: Callable[[]
         def log_message(self, format: str, *args: object) -> None:
             pass  # scrapes every few seconds would flood the log
 
-    httpd = _Server((host, port), Handler)
+    try:
+        httpd = _Server((host, port), Handler)
+    except OSError as e:
+        raise ConfigError(f"metrics_address: cannot serve on {host}:{port} ({e.strerror}); "
+                          "choose another with --metrics-address HOST:PORT") from None
     threading.Thread(target=httpd.serve_forever, name="http", daemon=True).start()
     return httpd

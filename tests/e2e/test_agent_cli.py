@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 
 import requests
@@ -12,7 +14,7 @@ from calico_lens.kube.metadata import MetadataStore
 from calico_lens.pipeline import FlowPipeline
 
 from tests.e2e.agent_proc import AgentProcess
-from tests.helpers import run_cli
+from tests.helpers import KERNEL, run_cli
 from tests.kubeapi import FakeKubeAPI
 from tests.unit.test_kube_watch import pod
 
@@ -35,6 +37,27 @@ def test_bad_config_exits_before_serving(tmp_path) -> None:
     assert p.returncode == 2 and b"max_series: -5 is too small" in p.stderr
     p = run_cli("replay", "/no/such/file", check=False)
     assert p.returncode == 2 and b"cannot read /no/such/file" in p.stderr
+
+
+def test_no_kubernetes_api_and_busy_port_are_clear_errors(tmp_path) -> None:
+    """Run by hand outside a cluster: one line that says what to give, no traceback."""
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
+    env["HOME"] = str(tmp_path)  # no ~/.kube/config
+    for cmd in (("agent", "--source", "stdin"), ("inventory",)):
+        p = run_cli(*cmd, check=False, env=env)
+        assert p.returncode == 2 and b"Traceback" not in p.stderr, p.stderr
+        assert b"no Kubernetes API: not in a pod and no kubeconfig" in p.stderr and b"--snapshot FILE" in p.stderr
+    (tmp_path / "bad-kubeconfig").write_text("clusters: [\n")
+    p = run_cli("agent", "--kubeconfig", str(tmp_path / "bad-kubeconfig"), check=False, env=env)
+    assert p.returncode == 2 and b"kubeconfig: " in p.stderr and b"Traceback" not in p.stderr, p.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        address = f"127.0.0.1:{busy.getsockname()[1]}"
+        p = run_cli("agent", "--source", "stdin", "--snapshot", str(KERNEL / "iptables-default.snapshot.yaml"),
+                    "--metrics-address", address, check=False, input=b"")
+    assert p.returncode == 2, p.stderr
+    assert f"metrics_address: cannot serve on {address}".encode() in p.stderr, p.stderr
 
 
 def test_ready_only_after_first_kubernetes_sync(tmp_path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
+from calico_lens.config import ConfigError
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.kube.resources import CALICO_CRD_GROUP, CALICO_GROUP, RESOURCES, Resource
 
@@ -25,14 +26,21 @@ log = logging.getLogger(__name__)
 
 
 def api_client(kubeconfig: str = "") -> client.ApiClient:
-    """In-cluster config when running in a pod, else the kubeconfig file."""
-    if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig)
-    else:
+    """In-cluster config when running in a pod, else the kubeconfig file (``$KUBECONFIG`` or
+    ``~/.kube/config``). Without either, a ConfigError that says what to give instead."""
+    try:
+        if kubeconfig:
+            config.load_kube_config(config_file=kubeconfig)
+            return client.ApiClient()
         try:
             config.load_incluster_config()
         except config.ConfigException:
             config.load_kube_config()
+    except Exception as e:  # the client raises ConfigException, OSError, YAMLError, TypeError… for a bad file
+        where = f"kubeconfig: {kubeconfig} cannot be used" if kubeconfig else \
+            "no Kubernetes API: not in a pod and no kubeconfig ($KUBECONFIG, ~/.kube/config)"
+        raise ConfigError(f"{where} ({e}); give --kubeconfig FILE, or --snapshot FILE "
+                          "(kubectl get ... -A -o yaml) to run from static metadata") from None
     return client.ApiClient()
 
 
