@@ -159,8 +159,8 @@ def build(settings: dict[str, Any] | None = None) -> dict:
                    f'sum by (job, instance, source) (increase({n.SOURCE_ERRORS}_total{{reason=~"overrun|records_lost"}}'
                    f"[10m])) > 0",
                    "warning", "Kernel log records were overwritten before the agent read them.",
-                   "{{ $labels.instance }} lost {{ $value | humanize }} kernel log records ({{ $labels.source }}) in 10 "
-                   "minutes: the ring buffer is too small for the log rate, or the agent is starved of CPU.", s),
+                   "{{ $labels.instance }} lost {{ $value | humanize }} kernel log records ({{ $labels.source }}) "
+                   "in 10 minutes: the ring buffer is too small for the log rate, or the agent is starved of CPU.", s),
         ],
     }
     dns_req = n.DNS_REQUESTS + "_total"

@@ -49,4 +49,9 @@ dashboard = dashboard("health", "calico-lens / Cluster health", "Policies, prote
                        "B")], (0, 21, 12, 8)),
     timeseries("Kubernetes metadata", "Objects in the agents' metadata cache, by resource.", "short",
                [target(f"max by (resource) ({n.KUBE_OBJECTS}{{{SEL}}})", "{{resource}}")], (12, 21, 12, 8)),
+    timeseries("Input lost or cut off", "Source problems per interval, by source and reason: kernel records "
+               "overwritten before the agent read them (kmsg ring, eBPF trace buffer), lines cut for length, "
+               "files rotated or missing, Forward clients cut off. No data while nothing goes wrong.", "short",
+               [target(f"sum by (source, reason) (increase({n.SOURCE_ERRORS}_total{{{SEL}}}[{RATE}]))",
+                       "{{source}} {{reason}}")], (0, 29, 24, 8)),
 ])
