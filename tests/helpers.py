@@ -47,6 +47,12 @@ def inputs(text: str) -> dict[tuple[str, str], float]:
     return {(lab["source"], lab["result"]): v for lab, v in samples(text).get(names.INPUT_LINES + "_total", [])}
 
 
+def source_errors(text: str) -> Counter:
+    """calico_lens_source_errors_total as (source, reason) → count."""
+    return Counter({(lab["source"], lab["reason"]): int(v)
+                    for lab, v in samples(text).get(names.SOURCE_ERRORS + "_total", [])})
+
+
 def case(name: str) -> tuple[str, dict, Path]:
     """(kmsg text, metadata with 'expected' as a Counter, snapshot path) of a captured corpus case."""
     meta = json.loads((KERNEL / f"{name}.json").read_text())

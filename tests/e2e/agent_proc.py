@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import requests
+
 from tests.prom import free_port, wait_http
 
 
@@ -20,6 +22,9 @@ class AgentProcess:
         except AssertionError:
             self.close()
             raise AssertionError("agent did not start: " + self.stderr()) from None
+
+    def metrics(self) -> str:
+        return requests.get(self.url + "/metrics", timeout=5).text
 
     def stderr(self) -> str:
         if self.proc.poll() is None:

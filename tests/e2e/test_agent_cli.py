@@ -81,7 +81,7 @@ def test_ready_only_after_first_kubernetes_sync(tmp_path) -> None:
             while requests.get(a.url + "/readyz", timeout=5).status_code != 200:
                 assert time.monotonic() < end, "never became ready"
                 time.sleep(0.2)
-            text = requests.get(a.url + "/metrics", timeout=5).text
+            text = a.metrics()
             assert 'calico_lens_kubernetes_objects{resource="pods"} 1.0' in text
             assert 'calico_lens_kubernetes_synced{resource="pods"} 1.0' in text
 

@@ -6,12 +6,10 @@ from __future__ import annotations
 import re
 import socket
 import time
-from collections import Counter
 
 import msgpack
 import onigurumacffi
 import pytest
-import requests
 import yaml
 from calico_lens.metrics import names
 from calico_lens.parse.kernel_log import parse_text, split_span
@@ -19,7 +17,7 @@ from fluent import sender as fluent_sender
 
 from tests.e2e.agent_proc import AgentProcess
 from tests.forward_client import ForwardClient, entry
-from tests.helpers import KERNEL, ROOT, as_bare, case, flows, inputs, samples
+from tests.helpers import KERNEL, ROOT, as_bare, case, flows, inputs, source_errors
 from tests.prom import Prometheus, free_port
 
 RECORDS, META, SNAP = case("iptables-cut")
@@ -37,15 +35,6 @@ def agent(tmp_path, *extra: str, config: dict | None = None, address: str | None
     a = AgentProcess(*args)
     a.forward = addr  # type: ignore[attr-defined]
     return a
-
-
-def metrics(a: AgentProcess) -> str:
-    return requests.get(a.url + "/metrics", timeout=5).text
-
-
-def source_errors(text: str) -> Counter:
-    return Counter({(lab["source"], lab["reason"]): int(v)
-                    for lab, v in samples(text).get(names.SOURCE_ERRORS + "_total", [])})
 
 
 def wait_for_listener(address: str) -> None:
@@ -83,7 +72,7 @@ def test_every_mode_counts_exactly(tmp_path) -> None:
                  chunk="gz", compress=True)
         assert c.ack() == {"ack": "gz"}
         # Acked means counted: no waiting needed before reading the metrics.
-        text = metrics(a)
+        text = a.metrics()
         c.close()
     assert flows(text) == META["expected"]
     got = inputs(text)
@@ -122,7 +111,7 @@ def test_failed_chunk_is_not_acked_and_retry_is_not_lost(tmp_path) -> None:
         c2.packed("kernel", chunk, chunk="retry")
         assert c2.ack() == {"ack": "retry"}
         c2.close()
-        text = metrics(a)
+        text = a.metrics()
     parsed = inputs(text)[("forward", "parsed")]
     assert parsed in (TOTAL, 2 * TOTAL)  # at least once: never lost
     assert source_errors(text)[("forward", "malformed_frame")] == 1
@@ -142,7 +131,7 @@ def test_shared_key_and_users(tmp_path) -> None:
             assert bad.pong[1] is False
             bad.close()
         time.sleep(0.2)
-        text = metrics(a)
+        text = a.metrics()
     assert source_errors(text)[("forward", "auth_failed")] == 3
     assert inputs(text)[("forward", "parsed")] + inputs(text)[("forward", "ignored")] == 1
 
@@ -173,7 +162,7 @@ def test_garbage_huge_and_slow_clients_are_cut_off(tmp_path) -> None:
         ok.forward("kernel", [entry({"log": ln}) for ln in LINES], chunk="fine")
         assert ok.ack() == {"ack": "fine"}
         ok.close()
-        text = metrics(a)
+        text = a.metrics()
     errs = source_errors(text)
     assert errs[("forward", "malformed_msgpack")] == 1
     assert errs[("forward", "frame_too_large")] == 1
@@ -191,7 +180,7 @@ def test_unix_socket_listener(tmp_path) -> None:
         c.forward("kernel", [entry({"msg": ln}) for ln in LINES], chunk="u")
         assert c.ack() == {"ack": "u"}
         c.close()
-        assert flows(metrics(a)) == META["expected"]
+        assert flows(a.metrics()) == META["expected"]
 
 
 def test_fluentbit_parser_regex_matches_the_agent_parser() -> None:
@@ -255,7 +244,7 @@ def test_coredns_lines_through_forward(tmp_path) -> None:
         c.packed("coredns", records, chunk="dns", compress=True)
         assert c.ack() == {"ack": "dns"}
         c.close()
-        text = metrics(a)
+        text = a.metrics()
     assert dns_rows(text) == (EXPECTED, DOMAINS)
     assert inputs(text) == {("forward", "parsed"): 27, ("forward", "ignored"): 5, ("forward", "malformed"): 2}
 
@@ -288,6 +277,6 @@ def test_tls_listener(tmp_path) -> None:
         with pytest.raises((EOFError, ConnectionError)):
             plain.ack()
         time.sleep(0.3)
-        text = metrics(a)
+        text = a.metrics()
     assert inputs(text)[("forward", "parsed")] == TOTAL
     assert source_errors(text)[("forward", "tls_error")] == 1

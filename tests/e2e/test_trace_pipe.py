@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
-import requests
-from calico_lens.metrics import names
 
 from tests.e2e.agent_proc import AgentProcess
-from tests.helpers import KERNEL, flows, inputs, samples
+from tests.helpers import KERNEL, flows, inputs, source_errors
+from tests.prom import wait_http
 
 TRACEFS = Path("/sys/kernel/tracing")
 SNAPSHOT = KERNEL / "iptables-default.snapshot.yaml"  # frontend 198.18.0.1, backend .2 (shop), ledger .3 (payments)
@@ -60,22 +58,14 @@ def write_markers(inst: Path, lines: list[str]) -> None:
         os.close(fd)
 
 
-def metrics(agent: AgentProcess) -> str:
-    return requests.get(agent.url + "/metrics", timeout=5).text
+def lost(text: str) -> int:
+    return source_errors(text)[("trace", "records_lost")]
 
 
-def wait_for(agent: AgentProcess, done, timeout: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        text = metrics(agent)
-        if done(text) or time.monotonic() > deadline:
-            return text
-        time.sleep(0.2)
-
-
-def lost(text: str) -> float:
-    return sum(v for lab, v in samples(text).get(names.SOURCE_ERRORS + "_total", [])
-               if lab["source"] == "trace" and lab["reason"] == "records_lost")
+def wait_for(agent: AgentProcess, done) -> str:
+    """The agent's exposition once ``done(exposition)`` holds."""
+    wait_http(agent.url + "/metrics", ok=lambda r: done(r.text))
+    return agent.metrics()
 
 
 def test_ebpf_lines_through_the_trace_pipe(trace_instance: Path) -> None:
