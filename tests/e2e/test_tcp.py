@@ -74,10 +74,12 @@ def test_rtt_follows_queue_delay(make_node) -> None:
     chat.kill()
     shaped = pn.rtt.rows[("shop", "bulk")]
     clean = pn.rtt.rows[("shop", "chat")]
-    # Mass of the shaped histogram sits at 10 ms and above (the queue), the clean one under 1 ms.
+    # Mass of the shaped histogram sits at 10 ms and above (the queue), the clean one under 1 ms
+    # (both "most of", not "all": a starved CPU can delay one sample on either path).
     above_10ms = sum(shaped[0][RTT_BUCKETS.index(0.01) + 1:])
+    under_1ms = sum(clean[0][: RTT_BUCKETS.index(0.001) + 1])
     assert shaped[2] >= 4 and above_10ms / shaped[2] >= 0.75, shaped
-    assert clean[2] >= 4 and sum(clean[0][: RTT_BUCKETS.index(0.001) + 1]) == clean[2], clean
+    assert clean[2] >= 4 and under_1ms / clean[2] >= 0.75, clean
     assert pn.rtt_max is not None and pn.rtt_max > 0.01 and pn.rtt_min is not None and pn.rtt_min < 0.001
 
 
