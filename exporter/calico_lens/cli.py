@@ -85,11 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run a made-up cluster with generated traffic through the real agent",
                           description="Start the agent on a built-in cluster snapshot with a traffic generator "
-                                      "writing realistic Calico LOG lines, and a real Prometheus scraping it "
-                                      "when one is installed (make setup installs it).")
+                                      "writing realistic Calico LOG lines, a real Prometheus scraping it with the "
+                                      "rules from alerts/, and a real Alertmanager with the example routing that "
+                                      "prints each notification here (make setup installs both).")
     demo.add_argument("--metrics-address", metavar="HOST:PORT", default="127.0.0.1:9808")
     demo.add_argument("--prometheus-port", type=int, default=9090, metavar="PORT")
-    demo.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
+    demo.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus (nor Alertmanager)")
+    demo.add_argument("--alertmanager-port", type=int, default=9093, metavar="PORT")
+    demo.add_argument("--no-alertmanager", action="store_true",
+                      help="do not start Alertmanager (Prometheus still evaluates the rules)")
     demo.add_argument("--rate", type=float, default=200.0, metavar="LINES_PER_S", help="generated lines per second")
     demo.add_argument("--duration", type=float, default=0.0, metavar="SECONDS", help="stop after this long (0: Ctrl-C)")
     return parser

@@ -1,19 +1,17 @@
 """End to end with real processes: agent fed a denied-traffic burst → real Prometheus with the
-generated rules → real Alertmanager with the example routing → a webhook receiver in this test."""
+generated rules → real Alertmanager with the example routing → a webhook receiver (the demo's)."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
+from calico_lens.demo.alerting import WebhookReceiver, alertmanager_binary, example_config, start_alertmanager
 
 from tests.e2e.agent_proc import AgentProcess
 from tests.helpers import ROOT, as_syslog, case
@@ -23,50 +21,19 @@ sys.path.insert(0, str(ROOT / "alerts"))
 import generate
 
 
-class Webhook:
-    def __init__(self) -> None:
-        self.received: list[tuple[str, dict]] = []
-        hook = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                hook.received.append((self.path, json.loads(body)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *a: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_denied_burst_reaches_the_webhook(tmp_path) -> None:
     records, meta, snap = case("iptables-cut")
     work = Path(tempfile.mkdtemp(prefix="cl-alert-"))
-    hook = Webhook()
+    received: list[tuple[str, dict]] = []
+    hook = WebhookReceiver(lambda path, payload: received.append((path, payload)))
     procs: list[subprocess.Popen] = []
     try:
         # The example routing, pointed at this test's webhook, with a short group wait.
-        am_cfg = yaml.safe_load((ROOT / "alerts" / "alertmanager.yaml").read_text())
-        for r in am_cfg["receivers"]:
-            for w in r.get("webhook_configs", []):
-                w["url"] = w["url"].replace("127.0.0.1:9099", f"127.0.0.1:{hook.port}")
-        am_cfg["route"]["group_wait"] = "1s"
-        for sub in am_cfg["route"]["routes"]:
-            sub["group_wait"] = "1s"
-        (work / "am.yml").write_text(yaml.safe_dump(am_cfg))
+        binary = alertmanager_binary()
+        assert binary, "Alertmanager is not installed (make setup installs it)"
+        am_cfg = example_config(ROOT / "alerts" / "alertmanager.yaml", hook.port, group_wait="1s")
         am_port = free_port()
-        procs.append(subprocess.Popen(
-            ["prometheus-alertmanager", f"--config.file={work / 'am.yml'}", f"--storage.path={work / 'am'}",
-             f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address=", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(start_alertmanager(binary, am_cfg, work, am_port))
         wait_http(f"http://127.0.0.1:{am_port}/-/ready")
 
         feed = tmp_path / "kern.log"
@@ -90,7 +57,7 @@ def test_denied_burst_reaches_the_webhook(tmp_path) -> None:
             end = time.monotonic() + 60
             alerts: dict[str, dict] = {}
             while time.monotonic() < end and len(alerts) < 2:
-                for path, body in list(hook.received):
+                for path, body in list(received):
                     for a in body["alerts"]:
                         if a["labels"]["alertname"] == "CalicoLensPolicyStartedDenying" and a["status"] == "firing":
                             alerts[a["labels"]["policy"]] = {"path": path, **a}

@@ -1,9 +1,11 @@
-"""`calico-lens demo` runs the real agent on its built-in cluster, and a real Prometheus scrapes it."""
+"""`calico-lens demo` runs the real agent on its built-in cluster, a real Prometheus scrapes it, and
+a real Alertmanager delivers the alerts to the terminal."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 
 import requests
@@ -12,14 +14,22 @@ from tests.prom import free_port
 
 
 def test_demo_serves_flows_and_prometheus_scrapes_them() -> None:
-    mport, pport = free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "calico_lens", "demo", "--duration", "40", "--rate", "500",
-                             "--metrics-address", f"127.0.0.1:{mport}", "--prometheus-port", str(pport)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    mport, pport, aport = free_port(), free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "calico_lens", "demo", "--duration", "45", "--rate", "500",
+                             "--metrics-address", f"127.0.0.1:{mport}", "--prometheus-port", str(pport),
+                             "--alertmanager-port", str(aport)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
+    reader.start()
     try:
-        banner = "".join(proc.stdout.readline() for _ in range(5))
+        end = time.monotonic() + 15
+        while time.monotonic() < end and not any(line.startswith("Stop") for line in output):
+            time.sleep(0.1)
+        banner = "".join(output)
         assert f"http://127.0.0.1:{mport}/metrics" in banner
         assert f"http://127.0.0.1:{pport}/graph" in banner
+        assert f"http://127.0.0.1:{aport}" in banner
         url = f"http://127.0.0.1:{pport}/api/v1/query"
         want = {"deny": False, "allow": False, "networkset": False, "public": False, "coredns": False}
         end = time.monotonic() + 35
@@ -55,6 +65,13 @@ def test_demo_serves_flows_and_prometheus_scrapes_them() -> None:
         malformed = requests.get(url, params={"query": 'sum(calico_lens_input_lines_total{result="malformed"})'},
                                  timeout=5).json()["data"]["result"]
         assert float(malformed[0]["value"][1]) == 0
+        # Every demo policy that denies is new, so CalicoLensPolicyStartedDenying fires; the example
+        # routing sends warnings to the "team" webhook, which the demo prints.
+        while time.monotonic() < end + 30 and not any("firing CalicoLensPolicyStartedDenying" in x for x in output):
+            time.sleep(0.5)
+        fired = [x for x in output if "firing CalicoLensPolicyStartedDenying" in x]
+        assert fired and all(x.startswith("  alert → team: ") and "[warning] Policy " in x for x in fired), output
     finally:
         proc.terminate()
         proc.wait(20)
+        reader.join(5)

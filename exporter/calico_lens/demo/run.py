@@ -1,5 +1,5 @@
 """``calico-lens demo``: the real agent on a made-up cluster, fed generated traffic, with a real
-Prometheus scraping it when one is installed."""
+Prometheus scraping it and a real Alertmanager routing its alerts when they are installed."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import yaml
 
 from calico_lens.agent import Agent
 from calico_lens.config import Config
+from calico_lens.demo.alerting import WebhookReceiver, alertmanager_binary, describe, example_config, start_alertmanager
 from calico_lens.demo.cluster import LOG_PREFIX, DnsGenerator, TrafficGenerator, snapshot
 from calico_lens.inventory.daemon import Inventory
 from calico_lens.server import serve
@@ -54,7 +55,8 @@ def _writer(path: Path, rate: float, stop: threading.Event) -> None:
             fh.flush()
 
 
-def start_prometheus(workdir: Path, target: str, port: int, inventory: str) -> subprocess.Popen | None:
+def start_prometheus(workdir: Path, target: str, port: int, inventory: str,
+                     alertmanager: str | None = None) -> subprocess.Popen | None:
     binary = shutil.which("prometheus")
     if binary is None:
         print("  (Prometheus is not installed: `make setup` installs it; the agent runs without it)")
@@ -66,11 +68,33 @@ def start_prometheus(workdir: Path, target: str, port: int, inventory: str) -> s
                {"job_name": "calico-lens-inventory", "static_configs": [{"targets": [inventory]}]}]}
     if rules:
         cfg["rule_files"] = rules
+    if alertmanager:
+        cfg["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(cfg))
     return subprocess.Popen([binary, f"--config.file={workdir / 'prometheus.yml'}",
                              f"--storage.tsdb.path={workdir / 'prometheus-data'}",
                              f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_alerting(workdir: Path, port: int) -> tuple[subprocess.Popen | None, WebhookReceiver | None, str | None]:
+    """Alertmanager with the example routing, its webhooks printed to this terminal."""
+    binary = alertmanager_binary()
+    config = ROOT / "alerts" / "alertmanager.yaml"
+    if binary is None or not config.is_file():
+        print("  (Alertmanager or alerts/alertmanager.yaml not found: `make setup` in a checkout has both)")
+        return None, None, None
+    out = threading.Lock()
+
+    def show(path: str, payload: dict) -> None:
+        with out:
+            print("\n".join(describe(path, payload)), flush=True)
+
+    hook = WebhookReceiver(show)
+    port = port if _port_free(port) else _free_port()
+    # A 5 s group wait instead of the example's 30 s: a demo should show its first alert quickly.
+    am = start_alertmanager(binary, example_config(config, hook.port, group_wait="5s"), workdir, port)
+    return am, hook, f"127.0.0.1:{port}"
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -97,16 +121,22 @@ def run_demo(args: argparse.Namespace) -> int:
 
     print("calico-lens demo: a made-up cluster (shop, payments, kube-system, monitoring) with generated")
     print(f"Calico LOG lines ({args.rate:.0f}/s) and CoreDNS query lines flowing through the real agent pipeline.")
-    print(f"  metrics     http://{address}/metrics")
-    print(f"  inventory   http://{inv_address}/metrics  (policy board, security score)")
-    prom = None
+    print(f"  metrics      http://{address}/metrics")
+    print(f"  inventory    http://{inv_address}/metrics  (policy board, security score)")
+    prom = am = hook = None
     if not args.no_prometheus:
+        am_address = None
+        if not args.no_alertmanager and shutil.which("prometheus"):
+            am, hook, am_address = start_alerting(workdir, args.alertmanager_port)
         pport = args.prometheus_port if _port_free(args.prometheus_port) else _free_port()
-        prom = start_prometheus(workdir, address, pport, inv_address)
+        prom = start_prometheus(workdir, address, pport, inv_address, am_address)
         if prom is not None:
             q = "sum by (source_workload, destination_workload, action) (rate(calico_lens_flows_total[1m]))"
-            print(f"  prometheus  http://127.0.0.1:{pport}/graph?g0.expr={q.replace(' ', '%20')}")
-    print(f"  files       {workdir} (snapshot, generated kern.log)")
+            print(f"  prometheus   http://127.0.0.1:{pport}/graph?g0.expr={q.replace(' ', '%20')}")
+            print(f"  alerts       http://127.0.0.1:{pport}/alerts  (rules from alerts/)")
+        if am is not None:
+            print(f"  alertmanager http://{am_address}  (example routing; notifications are printed here)")
+    print(f"  files        {workdir} (snapshot, generated kern.log)")
     print(f"Try: curl -s http://{address}/metrics | grep 'action=\"deny\"'")
     print("Stop with Ctrl-C." if not args.duration else f"Stopping after {args.duration:.0f} s.")
     sys.stdout.flush()
@@ -118,9 +148,12 @@ def run_demo(args: argparse.Namespace) -> int:
     stop.set()
     agent.stop()
     inv_httpd.shutdown()
-    if prom is not None:
-        prom.terminate()
-        prom.wait(10)
+    for proc in (prom, am):
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+    if hook is not None:
+        hook.close()
     shutil.rmtree(workdir, ignore_errors=True)
     print("calico-lens demo: stopped, files removed.")
     return 0
