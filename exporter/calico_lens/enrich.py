@@ -67,7 +67,7 @@ class Enricher:
 
     def _labels(self, key: RawKey, index, policies) -> tuple[str, ...] | str:
         head, span, proto, dport, verdict = key
-        parts = split_span(span)
+        parts = split_span(span, self.cfg.interface_prefix)
         if parts is None:
             return MALFORMED
         in_if, out_if, src, dst = parts

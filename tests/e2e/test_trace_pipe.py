@@ -70,9 +70,11 @@ def wait_for(agent: AgentProcess, done) -> str:
 
 def test_ebpf_lines_through_the_trace_pipe(trace_instance: Path) -> None:
     sent = (
-        [ebpf_line("198.18.0.1", "198.18.0.2", 6, 8080, "ALLOWED", "E")] * 5  # frontend → backend, into backend
-        + [ebpf_line("198.18.0.3", "198.18.0.2", 17, 53, "DENIED", "E")] * 3  # ledger → backend udp/53
-        + [ebpf_line("198.18.0.1", "8.8.8.8", 1, 0, "ALLOWED", "I")] * 2  # frontend → internet, out of frontend
+        # "-I": the ingress policy of the pod behind the interface (Calico's naming, felix/bpf-gpl/log.h).
+        [ebpf_line("198.18.0.1", "198.18.0.2", 6, 8080, "ALLOWED", "I")] * 5  # frontend → backend, into backend
+        + [ebpf_line("198.18.0.3", "198.18.0.2", 17, 53, "DENIED", "I")] * 3  # ledger → backend udp/53
+        # "-E": its egress policy.
+        + [ebpf_line("198.18.0.1", "8.8.8.8", 1, 0, "ALLOWED", "E")] * 2  # frontend → internet, out of frontend
         + ["some other program's trace line"] * 4
     )
     with AgentProcess("--source", f"trace:{trace_instance / 'trace_pipe'}", "--snapshot", str(SNAPSHOT)) as agent:

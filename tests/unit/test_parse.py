@@ -78,9 +78,27 @@ def test_ebpf_trace_lines() -> None:
     res = parse_text(text)
     assert res.lines == 4 and res.malformed == 1 and res.parsed == 3
     keys = set(map(expand, res.counts))
-    assert ("", "", "cali527b0801ecb", "172.16.193.131", "10.43.0.10", "17", "53", "allow") in keys
-    assert any(k[1] == "cali527b0801ecb" and k[6] == "5432" and k[7] == "deny" for k in keys)
-    assert any(k[3] == "fd00::1" and k[4] == "fd00::2" for k in keys)
+    # DESIGN.md's sample: a pod asks the cluster DNS service; "-E" is the pod's egress policy, so
+    # the packet comes *from* the workload interface (iptables' IN= side).
+    assert ("", "cali527b0801ecb", "", "172.16.193.131", "10.43.0.10", "17", "53", "allow") in keys
+    # "-I" is the workload's ingress policy: the packet goes *to* the pod (OUT= side).
+    assert ("bpf_trace_printk: ", "", "cali527b0801ecb", "10.0.0.5", "10.0.0.6", "6", "5432", "deny") in keys
+    assert any(k[2] == "calie1" and k[3] == "fd00::1" and k[4] == "fd00::2" for k in keys)
+
+
+@pytest.mark.parametrize("span,prefix,sides", [
+    # Calico names the hook by the policy direction of the interface's endpoint (felix/bpf-gpl/log.h):
+    # for a workload that is the opposite of the tc hook, for a host endpoint the same.
+    ("BPF=cali12-I SRC=a DST=b ", "cali", ("", "cali12")),
+    ("BPF=cali12-E SRC=a DST=b ", "cali", ("cali12", "")),
+    ("BPF=eth0-I SRC=a DST=b ", "cali", ("eth0", "")),
+    ("BPF=eth0-E SRC=a DST=b ", "cali", ("", "eth0")),
+    ("BPF=bond0.100-E SRC=a DST=b ", "cali", ("", "bond0.100")),
+    ("BPF=tap9-I SRC=a DST=b ", "tap", ("", "tap9")),  # FelixConfiguration interfacePrefix "tap"
+    ("BPF=cali12-I SRC=a DST=b ", "tap", ("cali12", "")),
+])
+def test_ebpf_hook_to_interface_side(span: str, prefix: str, sides: tuple[str, str]) -> None:
+    assert split_span(span, prefix) == (*sides, "a", "b")
 
 
 def test_ignored_and_malformed_are_counted() -> None:

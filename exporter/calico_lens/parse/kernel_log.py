@@ -24,7 +24,8 @@ except ImportError:  # pragma: no cover - exercised on machines without a compil
 
 # (head, span, proto, dport, verdict). The span runs from "IN=" to just before "LEN=": interfaces,
 # MAC, SRC and DST, which stay the same for every packet of a flow, so one capture replaces four;
-# it is taken apart once per distinct key (``split_span``).
+# it is taken apart once per distinct key (``split_span``). eBPF lines get a span of their own
+# ("BPF=<iface>-<hook> SRC=… DST=…") and a verdict.
 RawKey = tuple[str, str, str, str, str]
 
 # Wrappers a kernel line arrives in: /dev/kmsg records, syslog / journald (BSD or ISO time),
@@ -54,6 +55,7 @@ BATCH_RX = re.compile(
     r"|[^\n]*?( OUT=))"
 )
 _SPAN_RX = re.compile(r"IN=(\S*) OUT=(\S*) (?:\S+ )*?SRC=(\S+) DST=(\S+)")
+_BPF_SPAN_RX = re.compile(r"BPF=(\S+)-([IE]) SRC=(\S+) DST=(\S+)")
 
 # eBPF dataplane (trace pipe): "cali527b0801ecb-E: policy ALLOWED proto 17 src A:P dest B:P",
 # possibly behind a trace_pipe header and/or a log prefix.
@@ -87,10 +89,24 @@ def count_lines(text: str) -> int:
     return text.count("\n") + (0 if text.endswith("\n") else 1)
 
 
-def split_span(span: str) -> tuple[str, str, str, str] | None:
-    """(in_iface, out_iface, src, dst) of a span, or None when it cannot be read."""
+def split_span(span: str, workload_prefix: str = "cali") -> tuple[str, str, str, str] | None:
+    """(in_iface, out_iface, src, dst) of a span, or None when it cannot be read.
+
+    An eBPF span names the interface and the hook letter Calico logs: the *policy* direction of the
+    endpoint that owns the interface (felix/bpf-gpl/log.h and cali_bpf.h). For a workload interface
+    "-I" (its ingress policy) runs as packets leave the node towards the pod — iptables' OUT= side —
+    and "-E" as they come from it (IN=); for a host interface "-I" sees packets arriving (IN=) and
+    "-E" packets leaving (OUT=)."""
     m = _SPAN_RX.match(span)
-    return m.groups() if m else None  # type: ignore[return-value]
+    if m is not None:
+        return m.groups()  # type: ignore[return-value]
+    b = _BPF_SPAN_RX.match(span)
+    if b is None:
+        return None
+    iface, hook, src, dst = b.groups()
+    if (hook == "I") == iface.startswith(workload_prefix):
+        return "", iface, src, dst
+    return iface, "", src, dst
 
 
 def parse_text(text: str) -> ParseResult:
@@ -167,8 +183,8 @@ def ebpf_key(line: str, m: re.Match[str]) -> RawKey | None:
         return None
     head_m = _EBPF_HEAD.search(line, 0, m.start(1))
     head = head_m.group(1) if head_m else ""
-    # tc ingress ("-I") sees packets coming *in* from the interface, like iptables' IN=.
-    in_iface, out_iface = (iface, "") if hook == "I" else ("", iface)
     port = dport if proto in ("6", "17", "132", "136") else ""
-    span = f"IN={in_iface} OUT={out_iface} SRC={_strip_brackets(src)} DST={_strip_brackets(dst)} "
+    # Which side of the node the interface is on depends on whether it is a workload's (the
+    # configured interface prefix), which ``split_span`` is told; the span keeps the hook as written.
+    span = f"BPF={iface}-{hook} SRC={_strip_brackets(src)} DST={_strip_brackets(dst)} "
     return (head, span, proto, port, action)
