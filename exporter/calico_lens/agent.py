@@ -19,6 +19,7 @@ from calico_lens.server import serve
 from calico_lens.sources.base import Source
 from calico_lens.sources.conntrack import ConntrackCollector
 from calico_lens.sources.forward import ForwardSettings, ForwardSource
+from calico_lens.sources.http_ingest import HttpIngestSource
 from calico_lens.sources.kmsg import KmsgSource
 from calico_lens.sources.podnet import PodNetCollector
 from calico_lens.sources.stream import StdinSource, TracePipeSource
@@ -121,15 +122,17 @@ class Agent:
             return TracePipeSource(self._sink, self._error, spec[6:])
         if spec.startswith("file:"):
             return FileTail(spec[5:], self._sink, self._error)
-        if spec.startswith("forward:"):
+        if spec.startswith(("forward:", "http:")):
             c = self.cfg
+            kind, _, address = spec.partition(":")
             settings = ForwardSettings(
-                address=spec[len("forward:"):], shared_key=c.forward_shared_key, users=c.forward_users,
+                address=address, shared_key=c.forward_shared_key, users=c.forward_users,
                 tls_cert=c.forward_tls_cert, tls_key=c.forward_tls_key, max_frame_bytes=c.forward_max_frame_bytes,
                 max_connections=c.forward_max_connections, idle_timeout=c.forward_idle_timeout,
                 frame_timeout=c.forward_frame_timeout)
-            return ForwardSource(settings, self._deliver_wait, self._error,
-                                 lambda reason: self.pipeline.source_error("forward", reason))
+            receiver = ForwardSource if kind == "forward" else HttpIngestSource
+            return receiver(settings, self._deliver_wait, self._error,
+                            lambda reason: self.pipeline.source_error(kind, reason))
         raise ConfigError(f"sources: {spec!r} is not a source")
 
     def start(self, kube: bool = True) -> None:

@@ -47,7 +47,8 @@ def _common(p: argparse.ArgumentParser, sources: bool = True) -> None:
         p.add_argument("--source", action="append", dest="sources", metavar="SPEC",
                        help="where flow lines come from: kmsg (iptables/nftables LOG lines), trace or trace:PATH "
                             "(the eBPF dataplane's trace pipe), stdin, file:PATH, forward:HOST:PORT or "
-                            "forward:unix:PATH (Fluent Bit's forward output); repeatable")
+                            "forward:unix:PATH (Fluent Bit's forward output), http:HOST:PORT (its http "
+                            "output); repeatable")
         p.add_argument("--metrics-address", metavar="HOST:PORT",
                        help="where /metrics, /healthz and /readyz are served (default: 127.0.0.1:9808)")
         p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig outside a cluster (default: in-cluster)")

@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 @dataclass
 class Config:
     log_prefix: str = "calico-packet"  # FelixConfiguration logPrefix (%t %k %n %p)
-    sources: list[str] = field(default_factory=list)  # kmsg | trace[:PATH] | file:PATH | stdin | forward:…
+    sources: list[str] = field(default_factory=list)  # kmsg | trace[:PATH] | file:PATH | stdin | forward:… | http:…
     metrics_address: str = "127.0.0.1:9808"
     snapshot: str = ""  # static Kubernetes objects instead of the API server
     kubeconfig: str = ""  # empty: in-cluster config, else ~/.kube/config
@@ -49,7 +49,8 @@ class Config:
     proc_root: str = "/proc"  # the host's /proc (e.g. /host/proc in a container)
     conntrack_netns: str = ""  # network namespace to read conntrack in (default: the agent's own)
     unreplied_after: float = 5.0  # seconds without a reply before a connection counts as unreplied
-    # Fluent Bit Forward receiver (sources: forward:HOST:PORT or forward:unix:PATH)
+    # Fluent Bit receivers (sources: forward:HOST:PORT, forward:unix:PATH, http:HOST:PORT); the HTTP
+    # ingest takes the same users (basic auth, no shared key needed), TLS files and limits
     forward_shared_key: str = ""  # enables the HELO/PING/PONG handshake
     forward_users: dict[str, str] = field(default_factory=dict)  # username: password (with a shared key)
     forward_tls_cert: str = ""  # PEM certificate (and key) to serve TLS
@@ -109,11 +110,13 @@ def validate_source(spec: str) -> str:
         return spec
     if spec.startswith("forward:unix:") and len(spec) > 13:
         return spec
-    if spec.startswith("forward:") and _ADDRESS.match(spec[8:]) and 0 <= int(spec.rpartition(":")[2]) < 65536:
-        return spec
+    for kind in ("forward:", "http:"):
+        address = spec[len(kind):]
+        if spec.startswith(kind) and _ADDRESS.match(address) and 0 <= int(address.rpartition(":")[2]) < 65536:
+            return spec
     raise ConfigError(
         f"sources: {spec!r} is not a source; use kmsg, trace, trace:PATH, stdin, file:PATH, "
-        "forward:HOST:PORT or forward:unix:PATH"
+        "forward:HOST:PORT, forward:unix:PATH or http:HOST:PORT"
     )
 
 

@@ -49,11 +49,15 @@ def test_config_precedence_and_errors(tmp_path) -> None:
                                                                               1800.0)
     env = {"CALICO_LENS_SOURCES": "trace,trace:/sys/kernel/debug/tracing/trace_pipe"}
     assert load(None, env=env).sources == ["trace", "trace:/sys/kernel/debug/tracing/trace_pipe"]
+    env = {"CALICO_LENS_SOURCES": "http:127.0.0.1:8888,http:[::1]:9880,forward:0.0.0.0:24224"}
+    assert load(None, env=env).sources == ["http:127.0.0.1:8888", "http:[::1]:9880", "forward:0.0.0.0:24224"]
     cases = {
         "source_granularity: node\n": "source_granularity: 'node' is not allowed; use one of namespace, workload, pod",
         "max_series: lots\n": "max_series: 'lots' is not a whole number",
         "sources: [tcp:1]\n": "sources: 'tcp:1' is not a source",
         "sources: ['trace:']\n": "sources: 'trace:' is not a source; use kmsg, trace, trace:PATH",
+        "sources: ['http:localhost']\n": "sources: 'http:localhost' is not a source; use .* http:HOST:PORT",
+        "sources: ['http:unix:/run/x.sock']\n": "sources: 'http:unix:/run/x.sock' is not a source",
         "log_prefix: 'x-%q'\n": "log_prefix:",
         "metrics_address: nowhere\n": "metrics_address: 'nowhere' is not HOST:PORT",
         "colour: blue\n": "unknown setting 'colour'",

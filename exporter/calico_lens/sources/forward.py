@@ -107,7 +107,7 @@ def _records_to_text_careful(entries: list[Any]) -> tuple[str, int, int]:
     return text, len(lines), ignored
 
 
-def _entries_from_stream(data: bytes) -> list[Any]:
+def entries_from_stream(data: bytes) -> list[Any]:
     # The entries' times are never read, so EventTime (ext type 0) is turned into the cheapest
     # object a C-level two-argument constructor makes: a Python ext_hook per record cost ~1 µs.
     # raw=True keeps strings as bytes: the lines are decoded once per chunk, not once per record.
@@ -127,7 +127,10 @@ def gunzip(data: bytes, limit: int) -> bytes:
     out = bytearray()
     while data:
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        out += d.decompress(data, limit - len(out) + 1)
+        try:
+            out += d.decompress(data, limit - len(out) + 1)
+        except zlib.error as e:  # not gzip, or a corrupt member: the sender's fault, not a crash
+            raise FrameError(f"gzip data is corrupt: {e}") from None
         if len(out) > limit or d.unconsumed_tail:
             raise FrameError(f"decompressed chunk exceeds {limit} bytes")
         data = d.unused_data
@@ -152,7 +155,7 @@ def decode_frame(frame: Any, max_decompressed: int) -> tuple[list[Any], dict]:
         if opts.get("compressed") == "gzip":
             raw = gunzip(raw, max_decompressed)
         try:
-            entries = _entries_from_stream(raw)
+            entries = entries_from_stream(raw)
         except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as e:
             raise FrameError(f"packed entries are not msgpack: {e}") from None
     elif isinstance(body, msgpack.ExtType) and body.code == 0:

@@ -1,0 +1,225 @@
+"""HTTP ingest for Fluent Bit's ``http`` output: POST bodies of records, answered 200 once counted.
+
+Formats, told apart by the body itself (Content-Type only breaks a tie): ``msgpack`` (the output's
+default: the chunk as Fluent Bit stores it, ``[time, record]`` or ``[[time, metadata], record]``
+entries back to back), ``json`` (one array of records), ``json_lines`` and ``json_stream`` (records
+one after another, with or without newlines). ``compress gzip`` is undone within the decompressed
+limit. A record's line is read from the same keys as over Forward; a record without one counts as
+ignored. The reply comes only after the pipeline counted the batch, so Fluent Bit's retry on a
+non-2xx answer gives at-least-once delivery, as the Forward ack does.
+
+Optional basic auth (``http_User``/``http_Passwd``) and TLS. Limits on body size, decompressed size,
+connections and idle time; every refusal is counted in ``calico_lens_source_errors_total``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import msgpack
+
+from calico_lens.sources.base import ErrorSink, Source
+from calico_lens.sources.forward import (
+    Deliver,
+    ForwardSettings,
+    FrameError,
+    entries_from_stream,
+    gunzip,
+    records_to_text,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _json_records(text: str) -> list[Any]:
+    """Records of a json array, json_lines or json_stream body."""
+    decoder = json.JSONDecoder()
+    records: list[Any] = []
+    pos, end = 0, len(text)
+    while True:
+        while pos < end and text[pos] in " \t\r\n":
+            pos += 1
+        if pos == end:
+            return records
+        value, pos = decoder.raw_decode(text, pos)
+        records.extend(value if isinstance(value, list) else [value])
+
+
+def body_entries(body: bytes, content_type: str = "") -> list[Any]:
+    """Entries (``[time, record]``) of a request body; FrameError when it is neither JSON nor msgpack."""
+    first = body.lstrip()[:1]
+    if first in (b"[", b"{") and "msgpack" not in content_type:
+        try:
+            return [(0, r) for r in _json_records(body.decode("utf-8"))]
+        except (UnicodeDecodeError, ValueError) as e:
+            raise FrameError(f"body is not JSON: {e}") from None
+    try:
+        return entries_from_stream(body)
+    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as e:
+        raise FrameError(f"body is neither JSON nor msgpack: {e}") from None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], family: socket.AddressFamily, source: HttpIngestSource):
+        self.address_family = family
+        self.source = source
+        self.slots = threading.BoundedSemaphore(source.settings.max_connections)
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.source.reject("too_many_connections")
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a connection that broke (TLS refused, peer gone): counted where it is known, not printed
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"  # Fluent Bit keeps the connection alive between flushes
+
+    def setup(self) -> None:
+        src = self.server.source
+        self.request.settimeout(src.settings.idle_timeout)
+        if src.tls is not None:  # the handshake runs here, in this connection's thread
+            try:
+                self.request = src.tls.wrap_socket(self.request, server_side=True)
+            except (ssl.SSLError, OSError):
+                src.reject("tls_error")
+                raise
+        self.timeout = src.settings.idle_timeout
+        super().setup()
+
+    def log_message(self, *args: object) -> None:  # refusals are counted, not logged per request
+        pass
+
+    def _answer(self, code: int, reason: str = "") -> None:
+        if reason:
+            self.server.source.reject(reason)
+        body = (reason or "ok").encode() + b"\n"
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # a health probe on the ingest port
+        self._answer(200)
+
+    def do_POST(self) -> None:
+        src = self.server.source
+        s = src.settings
+        if src.users and not src.authorised(self.headers.get("Authorization", "")):
+            self.close_connection = True
+            self._answer(401, "auth_failed")
+            return
+        try:
+            size = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self.close_connection = True
+            self._answer(411, "no_content_length")  # Fluent Bit always sends one; chunked is refused
+            return
+        if size > s.max_frame_bytes or size < 0:
+            self.close_connection = True
+            self._answer(413, "frame_too_large")
+            return
+        try:
+            body = self.rfile.read(size)
+        except TimeoutError:
+            self.close_connection = True
+            src.reject("slow_client")
+            return
+        if len(body) < size:
+            self.close_connection = True
+            return  # the client went away mid-body: nothing counted, nothing answered
+        try:
+            if "gzip" in self.headers.get("Content-Encoding", ""):
+                body = gunzip(body, s.max_decompressed_bytes)
+            entries = body_entries(body, self.headers.get("Content-Type", ""))
+            text, _, ignored = records_to_text(entries)
+        except FrameError as e:
+            self._answer(400, "malformed_body")
+            log.info("http: refused a body: %s", e)
+            return
+        try:
+            src.deliver(src.name, text, ignored)  # returns once counted
+        except OSError:
+            self._answer(503)  # not counted: Fluent Bit retries the chunk
+            return
+        self._answer(200)
+
+
+class HttpIngestSource(Source):
+    """Listens on HOST:PORT; one thread per connection, bounded in number."""
+
+    name = "http"
+
+    def __init__(self, settings: ForwardSettings, deliver: Deliver, error: ErrorSink,
+                 reject: Callable[[str], None]):
+        super().__init__(lambda s, t: deliver(s, t, 0), error)
+        self.settings = settings
+        self.deliver = deliver
+        self.reject = reject
+        self.users = settings.users
+        self.server: _Server | None = None
+        self.bound = threading.Event()
+        self.tls: ssl.SSLContext | None = None
+        if settings.tls_cert:
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls.load_cert_chain(settings.tls_cert, settings.tls_key or None)
+
+    def authorised(self, header: str) -> bool:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        want = self.users.get(user)
+        return want is not None and hmac.compare_digest(want.encode(), password.encode())
+
+    @property
+    def address(self) -> str:
+        if self.server is None:
+            return ""
+        host, port = self.server.server_address[:2]
+        return f"{host}:{port}"
+
+    def run(self) -> None:
+        host, _, port = self.settings.address.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.server = _Server((host, int(port)), family, self)
+        self.bound.set()
+        watcher = threading.Thread(target=self._stop_when_told, daemon=True, name="http-ingest-stop")
+        watcher.start()
+        try:
+            self.server.serve_forever(poll_interval=0.2)
+        finally:
+            self.server.server_close()
+
+    def _stop_when_told(self) -> None:
+        self.stopped.wait()
+        if self.server is not None:
+            self.server.shutdown()

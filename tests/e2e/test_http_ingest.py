@@ -1,0 +1,135 @@
+"""Fluent Bit's http output into the agent: every body format it sends (msgpack, json, json_lines,
+json_stream; gzip), the 200 only after counting, basic auth, and counted refusals."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import http.client
+import json
+import socket
+import time
+
+import msgpack
+import requests
+import yaml
+
+from tests.e2e.agent_proc import AgentProcess
+from tests.helpers import as_bare, case, flows, inputs, source_errors
+from tests.prom import free_port
+
+RECORDS, META, SNAP = case("iptables-cut")
+LINES = as_bare(RECORDS).splitlines()
+TOTAL = sum(META["expected"].values())
+FLOW = next(line for line in LINES if " OUT=" in line)  # one line that is a flow
+NOW = 1_700_000_000.25
+
+
+def agent(tmp_path, config: dict | None = None) -> AgentProcess:
+    addr = f"127.0.0.1:{free_port()}"
+    args = ["--source", f"http:{addr}", "--snapshot", str(SNAP), "--log-prefix", META["log_prefix"]]
+    if config:
+        (tmp_path / "agent.yaml").write_text(yaml.safe_dump(config))
+        args += ["--config", str(tmp_path / "agent.yaml")]
+    a = AgentProcess(*args)
+    a.ingest = f"http://{addr}/"  # type: ignore[attr-defined]
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        try:
+            requests.get(a.ingest, timeout=1)  # type: ignore[attr-defined]
+            break
+        except requests.RequestException:
+            time.sleep(0.05)
+    return a
+
+
+def as_msgpack(lines: list[str], metadata_shape: bool = False) -> bytes:
+    """A Fluent Bit chunk: entries back to back; EventTime ext type 0, Fluent Bit 5's metadata shape."""
+    t = msgpack.ExtType(0, int(NOW).to_bytes(4, "big") + (250_000_000).to_bytes(4, "big"))
+    stamp = [t, {}] if metadata_shape else t
+    return b"".join(msgpack.packb([stamp, {"log": line}]) for line in lines)
+
+
+def test_every_format_counts_exactly(tmp_path) -> None:
+    n = len(LINES)
+    q = n // 5
+    parts = [LINES[:q], LINES[q:2 * q], LINES[2 * q:3 * q], LINES[3 * q:4 * q], LINES[4 * q:]]
+    bodies = [
+        # format msgpack (the output's default), both entry shapes, one of them gzip-compressed
+        (as_msgpack(parts[0]), {"Content-Type": "application/msgpack"}),
+        (gzip.compress(as_msgpack(parts[1], metadata_shape=True)),
+         {"Content-Type": "application/msgpack", "Content-Encoding": "gzip"}),
+        # format json: one array; json_date_key "date" as Fluent Bit writes it
+        (json.dumps([{"date": NOW, "message": ln} for ln in parts[2]]).encode(), {"Content-Type": "application/json"}),
+        # format json_lines
+        ("".join(json.dumps({"date": NOW, "msg": ln}) + "\n" for ln in parts[3]).encode(),
+         {"Content-Type": "application/x-ndjson"}),
+        # format json_stream: no separator at all; plus two records without a line (ignored)
+        ("".join(json.dumps({"date": NOW, "MESSAGE": ln}) for ln in parts[4]).encode()
+         + b'{"date": 1, "other": "x"}{"date": 2}', {"Content-Type": "application/json"}),
+    ]
+    with agent(tmp_path) as a:
+        for body, headers in bodies:
+            r = requests.post(a.ingest, data=body, headers=headers, timeout=10)  # type: ignore[attr-defined]
+            assert r.status_code == 200, r.text
+        # The 200 came after counting: no waiting needed before reading /metrics.
+        text = a.metrics()
+    assert inputs(text)[("http", "parsed")] + inputs(text).get(("http", "ignored"), 0) == n + 2
+    assert flows(text) == META["expected"]
+    assert sum(flows(text).values()) == TOTAL
+    assert not source_errors(text)
+
+
+def test_refusals_are_counted_and_the_agent_keeps_serving(tmp_path) -> None:
+    config = {"forward_users": {"fluent": "s3cret"}, "forward_max_frame_bytes": 4096}
+    auth = {"Authorization": "Basic " + base64.b64encode(b"fluent:s3cret").decode()}
+    with agent(tmp_path, config) as a:
+        url = a.ingest  # type: ignore[attr-defined]
+        body = json.dumps([{"log": FLOW}]).encode()
+        assert requests.post(url, data=body, timeout=5).status_code == 401
+        bad = {"Authorization": "Basic " + base64.b64encode(b"fluent:wrong").decode()}
+        assert requests.post(url, data=body, headers=bad, timeout=5).status_code == 401
+        assert requests.post(url, data=b"[{not json", headers=auth, timeout=5).status_code == 400
+        assert requests.post(url, data=b'["a string, not a record"]', headers=auth, timeout=5).status_code == 400
+        assert requests.post(url, data=b"\x1f\x8b\x08 not gzip at all", timeout=5,
+                             headers={**auth, "Content-Encoding": "gzip"}).status_code == 400
+        # Announced too large: refused before a byte of the body is read.
+        host, port = url[7:-1].rsplit(":", 1)
+        big = http.client.HTTPConnection(host, int(port), timeout=5)
+        big.putrequest("POST", "/")
+        big.putheader("Authorization", auth["Authorization"])
+        big.putheader("Content-Length", "100000")
+        big.endheaders()
+        assert big.getresponse().status == 413
+        big.close()
+        assert requests.post(url, data=body, headers=auth, timeout=5).status_code == 200  # still serving
+        text = a.metrics()
+    errors = source_errors(text)
+    assert errors[("http", "auth_failed")] == 2
+    assert errors[("http", "malformed_body")] == 3
+    assert errors[("http", "frame_too_large")] == 1
+    assert inputs(text)[("http", "parsed")] == 1
+
+
+def test_slow_and_surplus_connections_are_cut_off(tmp_path) -> None:
+    config = {"forward_max_connections": 2, "forward_idle_timeout": "1s"}
+    with agent(tmp_path, config) as a:
+        host, port = a.ingest[7:-1].rsplit(":", 1)  # type: ignore[attr-defined]
+        stalled = socket.create_connection((host, int(port)))
+        stalled.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"log\": ")  # and nothing more
+        idle = socket.create_connection((host, int(port)))
+        time.sleep(0.3)
+        surplus = socket.create_connection((host, int(port)))
+        assert surplus.recv(100) == b""  # closed at once: both slots are taken
+        surplus.close()
+        time.sleep(1.5)  # the idle timeout frees both slots
+        assert stalled.recv(100) == b"" and idle.recv(100) == b""
+        r = requests.post(a.ingest, data=json.dumps({"log": FLOW}), timeout=5)  # type: ignore[attr-defined]
+        assert r.status_code == 200
+        text = a.metrics()
+        stalled.close()
+        idle.close()
+    errors = source_errors(text)
+    assert errors[("http", "too_many_connections")] == 1
+    assert errors[("http", "slow_client")] == 1
+    assert inputs(text)[("http", "parsed")] == 1
