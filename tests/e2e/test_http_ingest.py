@@ -8,13 +8,16 @@ import gzip
 import http.client
 import json
 import socket
+import subprocess
 import time
 
 import msgpack
+import pytest
 import requests
 import yaml
 
 from tests.e2e.agent_proc import AgentProcess
+from tests.e2e.test_forward import wait_for_listener
 from tests.helpers import as_bare, case, flows, inputs, source_errors
 from tests.prom import free_port
 
@@ -32,14 +35,9 @@ def agent(tmp_path, config: dict | None = None) -> AgentProcess:
         (tmp_path / "agent.yaml").write_text(yaml.safe_dump(config))
         args += ["--config", str(tmp_path / "agent.yaml")]
     a = AgentProcess(*args)
-    a.ingest = f"http://{addr}/"  # type: ignore[attr-defined]
-    end = time.monotonic() + 10
-    while time.monotonic() < end:
-        try:
-            requests.get(a.ingest, timeout=1)  # type: ignore[attr-defined]
-            break
-        except requests.RequestException:
-            time.sleep(0.05)
+    scheme = "https" if config and config.get("forward_tls_cert") else "http"
+    a.ingest = f"{scheme}://{addr}/"  # type: ignore[attr-defined]
+    wait_for_listener(addr)  # a bare connect: no request, so nothing to refuse or count
     return a
 
 
@@ -133,3 +131,22 @@ def test_slow_and_surplus_connections_are_cut_off(tmp_path) -> None:
     assert errors[("http", "too_many_connections")] == 1
     assert errors[("http", "slow_client")] == 1
     assert inputs(text)[("http", "parsed")] == 1
+
+
+def test_tls(tmp_path) -> None:
+    """With forward_tls_cert/key the ingest speaks HTTPS: Fluent Bit's tls on is served, plain HTTP refused."""
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    with agent(tmp_path, {"forward_tls_cert": str(cert), "forward_tls_key": str(key)}) as a:
+        url = a.ingest  # type: ignore[attr-defined]
+        assert url.startswith("https://")
+        r = requests.post(url, data=json.dumps([{"log": ln} for ln in LINES]), verify=str(cert), timeout=10)
+        assert r.status_code == 200
+        with pytest.raises(requests.ConnectionError):
+            requests.post("http://" + url[8:], data=json.dumps({"log": FLOW}), timeout=5)
+        time.sleep(0.3)
+        text = a.metrics()
+    assert sum(flows(text).values()) == TOTAL
+    assert source_errors(text) == {("http", "tls_error"): 1}

@@ -104,6 +104,8 @@ class _Handler(BaseHTTPRequestHandler):
         if src.tls is not None:  # the handshake runs here, in this connection's thread
             try:
                 self.request = src.tls.wrap_socket(self.request, server_side=True)
+            except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError):
+                raise  # hung up before the handshake (a TCP probe): nothing was refused
             except (ssl.SSLError, OSError):
                 src.reject("tls_error")
                 raise
