@@ -177,10 +177,9 @@ def _sha512_hex(*parts: str | bytes) -> str:
     return h.hexdigest()
 
 
-class ForwardSource(Source):
-    """Listens on TCP or a unix socket; one thread per connection, bounded in number."""
-
-    name = "forward"
+class Receiver(Source):
+    """What the Fluent Bit receivers share: settings, a deliver that returns once a batch is counted,
+    counted refusals, and the TLS context when a certificate is configured."""
 
     def __init__(self, settings: ForwardSettings, deliver: Deliver, error: ErrorSink,
                  reject: Callable[[str], None]):
@@ -188,14 +187,24 @@ class ForwardSource(Source):
         self.settings = settings
         self.deliver = deliver
         self.reject = reject  # reject(reason): counted cut-offs
-        self.sock: socket.socket | None = None
         self.bound = threading.Event()
+        self.tls: ssl.SSLContext | None = None
+        if settings.tls_cert:
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls.load_cert_chain(settings.tls_cert, settings.tls_key or None)
+
+
+class ForwardSource(Receiver):
+    """Listens on TCP or a unix socket; one thread per connection, bounded in number."""
+
+    name = "forward"
+
+    def __init__(self, settings: ForwardSettings, deliver: Deliver, error: ErrorSink,
+                 reject: Callable[[str], None]):
+        super().__init__(settings, deliver, error, reject)
+        self.sock: socket.socket | None = None
         self._active = 0
         self._lock = threading.Lock()
-        self._ssl: ssl.SSLContext | None = None
-        if settings.tls_cert:
-            self._ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            self._ssl.load_cert_chain(settings.tls_cert, settings.tls_key or None)
 
     @property
     def address(self) -> str:
@@ -252,9 +261,9 @@ class ForwardSource(Source):
     # --- one connection ----------------------------------------------------------------------------
     def _serve(self, conn: socket.socket) -> None:
         try:
-            if self._ssl is not None:
+            if self.tls is not None:
                 conn.settimeout(self.settings.idle_timeout)
-                conn = self._ssl.wrap_socket(conn, server_side=True)
+                conn = self.tls.wrap_socket(conn, server_side=True)
             conn.settimeout(min(1.0, self.settings.idle_timeout))
             unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, ext_hook=_ext_hook,
                                         max_buffer_size=self.settings.max_frame_bytes)

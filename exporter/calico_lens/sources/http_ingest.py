@@ -27,11 +27,12 @@ from typing import Any
 
 import msgpack
 
-from calico_lens.sources.base import ErrorSink, Source
+from calico_lens.sources.base import ErrorSink
 from calico_lens.sources.forward import (
     Deliver,
     ForwardSettings,
     FrameError,
+    Receiver,
     entries_from_stream,
     gunzip,
     records_to_text,
@@ -171,24 +172,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(200)
 
 
-class HttpIngestSource(Source):
+class HttpIngestSource(Receiver):
     """Listens on HOST:PORT; one thread per connection, bounded in number."""
 
     name = "http"
 
     def __init__(self, settings: ForwardSettings, deliver: Deliver, error: ErrorSink,
                  reject: Callable[[str], None]):
-        super().__init__(lambda s, t: deliver(s, t, 0), error)
-        self.settings = settings
-        self.deliver = deliver
-        self.reject = reject
+        super().__init__(settings, deliver, error, reject)
         self.users = settings.users
         self.server: _Server | None = None
-        self.bound = threading.Event()
-        self.tls: ssl.SSLContext | None = None
-        if settings.tls_cert:
-            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            self.tls.load_cert_chain(settings.tls_cert, settings.tls_key or None)
 
     def authorised(self, header: str) -> bool:
         scheme, _, value = header.partition(" ")
