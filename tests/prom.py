@@ -35,6 +35,19 @@ def wait_http(url: str, timeout: float = 20.0, ok: Callable[[requests.Response],
     raise AssertionError(f"{url} not ready: {last}")
 
 
+def wait_for_listener(address: str) -> None:
+    """Until HOST:PORT accepts a TCP connection (closed at once: no request is sent)."""
+    host, _, port = address.rpartition(":")
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {address}")
+
+
 class Prometheus:
     def __init__(self, targets: list[str], rule_files: list[str] | None = None, scrape_interval: str = "1s"):
         if shutil.which("prometheus") is None:

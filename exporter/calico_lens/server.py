@@ -16,6 +16,16 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
+def send_body(handler: BaseHTTPRequestHandler, code: int, body: bytes,
+              ctype: str = "text/plain; charset=utf-8") -> None:
+    """A complete response with its length, so keep-alive clients know where it ends."""
+    handler.send_response(code)
+    handler.send_header("Content-Type", ctype)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def serve(host: str, port: int, metrics: Callable[[], bytes], ready: Callable[[], tuple[bool, str]]) -> _Server:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -33,11 +43,7 @@ def serve(host: str, port: int, metrics: Callable[[], bytes], ready: Callable[[]
                 self._send(404, b"not found\n")
 
         def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_body(self, code, body, ctype)
 
         def log_message(self, format: str, *args: object) -> None:
             pass  # scrapes every few seconds would flood the log

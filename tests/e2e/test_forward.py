@@ -18,7 +18,7 @@ from fluent import sender as fluent_sender
 from tests.e2e.agent_proc import AgentProcess
 from tests.forward_client import ForwardClient, entry
 from tests.helpers import KERNEL, ROOT, as_bare, case, flows, inputs, source_errors
-from tests.prom import Prometheus, free_port
+from tests.prom import Prometheus, free_port, wait_for_listener
 
 RECORDS, META, SNAP = case("iptables-cut")
 LINES = as_bare(RECORDS).splitlines()
@@ -35,18 +35,6 @@ def agent(tmp_path, *extra: str, config: dict | None = None, address: str | None
     a = AgentProcess(*args)
     a.forward = addr  # type: ignore[attr-defined]
     return a
-
-
-def wait_for_listener(address: str) -> None:
-    host, _, port = address.rpartition(":")
-    end = time.monotonic() + 10
-    while time.monotonic() < end:
-        try:
-            socket.create_connection((host, int(port)), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("forward listener did not come up")
 
 
 def test_every_mode_counts_exactly(tmp_path) -> None:

@@ -17,9 +17,8 @@ import requests
 import yaml
 
 from tests.e2e.agent_proc import AgentProcess
-from tests.e2e.test_forward import wait_for_listener
 from tests.helpers import as_bare, case, flows, inputs, source_errors
-from tests.prom import free_port
+from tests.prom import free_port, wait_for_listener
 
 RECORDS, META, SNAP = case("iptables-cut")
 LINES = as_bare(RECORDS).splitlines()

@@ -27,6 +27,7 @@ from typing import Any
 
 import msgpack
 
+from calico_lens.server import send_body
 from calico_lens.sources.base import ErrorSink
 from calico_lens.sources.forward import (
     Deliver,
@@ -116,35 +117,29 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:  # refusals are counted, not logged per request
         pass
 
-    def _answer(self, code: int, reason: str = "") -> None:
-        if reason:
-            self.server.source.reject(reason)
-        body = (reason or "ok").encode() + b"\n"
-        self.send_response(code)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    def _refuse(self, code: int, reason: str, close: bool = True) -> None:
+        """A counted refusal; ``close`` ends the connection after it (the body was not read)."""
+        self.server.source.reject(reason)
+        if close:
+            self.close_connection = True
+        send_body(self, code, reason.encode() + b"\n")
 
     def do_GET(self) -> None:  # a health probe on the ingest port
-        self._answer(200)
+        send_body(self, 200, b"ok\n")
 
     def do_POST(self) -> None:
         src = self.server.source
         s = src.settings
-        if src.users and not src.authorised(self.headers.get("Authorization", "")):
-            self.close_connection = True
-            self._answer(401, "auth_failed")
+        if s.users and not src.authorised(self.headers.get("Authorization", "")):
+            self._refuse(401, "auth_failed")
             return
         try:
             size = int(self.headers.get("Content-Length", ""))
         except ValueError:
-            self.close_connection = True
-            self._answer(411, "no_content_length")  # Fluent Bit always sends one; chunked is refused
+            self._refuse(411, "no_content_length")  # Fluent Bit always sends one; chunked is refused
             return
         if size > s.max_frame_bytes or size < 0:
-            self.close_connection = True
-            self._answer(413, "frame_too_large")
+            self._refuse(413, "frame_too_large")
             return
         try:
             body = self.rfile.read(size)
@@ -161,15 +156,15 @@ class _Handler(BaseHTTPRequestHandler):
             entries = body_entries(body, self.headers.get("Content-Type", ""))
             text, _, ignored = records_to_text(entries)
         except FrameError as e:
-            self._answer(400, "malformed_body")
+            self._refuse(400, "malformed_body", close=False)
             log.info("http: refused a body: %s", e)
             return
         try:
             src.deliver(src.name, text, ignored)  # returns once counted
         except OSError:
-            self._answer(503)  # not counted: Fluent Bit retries the chunk
+            send_body(self, 503, b"not counted; send it again\n")  # Fluent Bit retries the chunk
             return
-        self._answer(200)
+        send_body(self, 200, b"ok\n")
 
 
 class HttpIngestSource(Receiver):
@@ -180,7 +175,6 @@ class HttpIngestSource(Receiver):
     def __init__(self, settings: ForwardSettings, deliver: Deliver, error: ErrorSink,
                  reject: Callable[[str], None]):
         super().__init__(settings, deliver, error, reject)
-        self.users = settings.users
         self.server: _Server | None = None
 
     def authorised(self, header: str) -> bool:
@@ -191,7 +185,7 @@ class HttpIngestSource(Receiver):
             user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             return False
-        want = self.users.get(user)
+        want = self.settings.users.get(user)
         return want is not None and hmac.compare_digest(want.encode(), password.encode())
 
     @property
