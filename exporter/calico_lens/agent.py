@@ -13,15 +13,15 @@ from prometheus_client.registry import CollectorRegistry
 
 from calico_lens.config import Config, ConfigError, split_address
 from calico_lens.kube.metadata import MetadataStore
-from calico_lens.metrics.collector import LensCollector, render
-from calico_lens.pipeline import FlowPipeline
+from calico_lens.metrics.collector import LensCollector, render, rtt_families
+from calico_lens.metrics.tables import Tables
+from calico_lens.pipeline import FlowPipeline, RecordBatch
 from calico_lens.server import serve
+from calico_lens.sources import registry
 from calico_lens.sources.base import Source
-from calico_lens.sources.conntrack import ConntrackCollector
 from calico_lens.sources.forward import ForwardSettings, ForwardSource
 from calico_lens.sources.http_ingest import HttpIngestSource
 from calico_lens.sources.kmsg import KmsgSource
-from calico_lens.sources.podnet import PodNetCollector
 from calico_lens.sources.stream import StdinSource, TracePipeSource
 from calico_lens.sources.tail import FileTail
 
@@ -53,9 +53,16 @@ class Agent:
     def __init__(self, cfg: Config, store: MetadataStore | None = None):
         self.cfg = cfg
         self.store = store or MetadataStore()
-        self.pipeline = FlowPipeline(cfg, self.store)
+        self.tables = Tables()  # written by the stages and collectors, read by the exposition
+        self.pipeline = FlowPipeline(cfg, self.store, self.tables)
         self.watcher = None
         p = self.pipeline
+        self.specs = [registry.parse(s) for s in cfg.sources]
+        self.felix = [s for s in self.specs if s.kind == "felix"]
+        if self.felix:
+            p.enable_records()
+        # Felix's records name both ends: an agent with only the felix source needs no Kubernetes API.
+        self.needs_kube = bool(cfg.tcp_stats or cfg.conntrack or any(s.kind != "felix" for s in self.specs))
         warned: set[tuple[str, str]] = set()
 
         def err(source: str):
@@ -66,33 +73,49 @@ class Agent:
                     log.warning("%s: not available (%s); counted in calico_lens_source_errors_total", source, reason)
             return report
 
-        self.podnet = (PodNetCollector(self.store, cfg.max_series, cfg.series_ttl, cfg.proc_root,
-                                       error=err("podnet")) if cfg.tcp_stats else None)
-        self.conntrack = (ConntrackCollector(self.store, p.enricher.side_of, cfg.max_series, cfg.series_ttl,
-                                             cfg.conntrack_netns, cfg.unreplied_after, error=err("conntrack"))
-                          if cfg.conntrack else None)
-        if self.podnet:
-            p.tables.extend(self.podnet.tables.values())
-        if self.conntrack:
-            p.tables.extend(self.conntrack.tables)
+        self.podnet = self.conntrack = None
+        if cfg.tcp_stats:
+            from calico_lens.collectors.podnet import PodNetCollector
+
+            self.podnet = PodNetCollector(self.store, cfg.max_series, cfg.series_ttl, cfg.proc_root,
+                                          error=err("podnet"))
+            self.tables.add(*self.podnet.tables.values())
+            self.tables.add_families(lambda: rtt_families(self.podnet))
+        if cfg.conntrack:
+            from calico_lens.collectors.conntrack import ConntrackCollector
+
+            # Felix's records carry bytes and packets: conntrack then counts only unreplied connections,
+            # so the same bytes are never in calico_lens_flow_bytes_total twice.
+            self.conntrack = ConntrackCollector(self.store, p.enricher.side_of, cfg.max_series, cfg.series_ttl,
+                                                cfg.conntrack_netns, cfg.unreplied_after, error=err("conntrack"),
+                                                volume=not self.felix)
+            self.tables.add(*self.conntrack.tables)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(LensCollector(self.pipeline, self.store, self._restarts, self.podnet))
-        # (source, text, lines ignored before parsing, done event or None)
-        self._queue: queue.Queue[tuple[str, str, int, _Done | None] | None] = queue.Queue(QUEUE_BATCHES)
+        self.registry.register(LensCollector(self.tables, self.store, self._restarts))
+        # (source, text or records, lines ignored before parsing, done event or None)
+        self._queue: queue.Queue[tuple[str, str | RecordBatch, int, _Done | None] | None] = queue.Queue(QUEUE_BATCHES)
         self._sources: list[Source] = []
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self.httpd = None
 
     def exposition(self) -> bytes:
-        return render(self.registry, self.pipeline)
+        return render(self.registry, self.tables)
 
     def _restarts(self) -> dict[str, int]:
         return dict(self.watcher.restarts) if self.watcher else {}
 
     def ready(self) -> tuple[bool, str]:
+        for src in self._sources:
+            note = getattr(src, "not_ready", None)
+            reason = note() if note else ""
+            if reason:
+                return False, reason
         if self.watcher is None:
-            return True, "ready (static snapshot)" if self.cfg.snapshot else "ready (no Kubernetes metadata)"
+            if self.cfg.snapshot:
+                return True, "ready (static snapshot)"
+            return True, "ready (no Kubernetes metadata needed)" if not self.needs_kube else \
+                "ready (no Kubernetes metadata)"
         if self.watcher.required_synced():
             return True, "ready"
         missing = [r.key for r in self.watcher.resources if not r.optional and r.key not in self.store.synced]
@@ -113,33 +136,58 @@ class Agent:
         if reason == "line_too_long":
             self.pipeline.count_input(source, "malformed", n)
 
-    def make_source(self, spec: str) -> Source:
-        if spec == "kmsg":
-            return KmsgSource(self._sink, self._error)
-        if spec == "stdin":
-            return StdinSource(self._sink, self._error)
-        if spec == "trace" or spec.startswith("trace:"):
-            return TracePipeSource(self._sink, self._error, spec[6:])
-        if spec.startswith("file:"):
-            return FileTail(spec[5:], self._sink, self._error)
-        if spec.startswith(("forward:", "http:")):
-            c = self.cfg
-            kind, _, address = spec.partition(":")
-            settings = ForwardSettings(
-                address=address, shared_key=c.forward_shared_key, users=c.forward_users,
-                tls_cert=c.forward_tls_cert, tls_key=c.forward_tls_key, max_frame_bytes=c.forward_max_frame_bytes,
-                max_connections=c.forward_max_connections, idle_timeout=c.forward_idle_timeout,
-                frame_timeout=c.forward_frame_timeout)
-            receiver = ForwardSource if kind == "forward" else HttpIngestSource
-            return receiver(settings, self._deliver_wait, self._error,
-                            lambda reason: self.pipeline.source_error(kind, reason))
-        raise ConfigError(f"sources: {spec!r} is not a source")
+    def make_source(self, spec: str | registry.SourceSpec) -> Source:
+        """One builder per registry kind (the grammar lives in sources/registry.py)."""
+        s = spec if isinstance(spec, registry.SourceSpec) else registry.parse(spec)
+        build = getattr(self, f"_build_{s.kind}", None)
+        if build is None:
+            raise ConfigError(f"sources: {s.text!r} has no builder in the agent")
+        return build(s)
+
+    def _build_kmsg(self, s: registry.SourceSpec) -> Source:
+        return KmsgSource(self._sink, self._error)
+
+    def _build_stdin(self, s: registry.SourceSpec) -> Source:
+        return StdinSource(self._sink, self._error)
+
+    def _build_trace(self, s: registry.SourceSpec) -> Source:
+        return TracePipeSource(self._sink, self._error, s.arg)
+
+    def _build_file(self, s: registry.SourceSpec) -> Source:
+        return FileTail(s.arg, self._sink, self._error)
+
+    def _receiver(self, s: registry.SourceSpec, receiver) -> Source:
+        c = self.cfg
+        settings = ForwardSettings(
+            address=s.arg, shared_key=c.forward_shared_key, users=c.forward_users,
+            tls_cert=c.forward_tls_cert, tls_key=c.forward_tls_key, max_frame_bytes=c.forward_max_frame_bytes,
+            max_connections=c.forward_max_connections, idle_timeout=c.forward_idle_timeout,
+            frame_timeout=c.forward_frame_timeout)
+        return receiver(settings, self._deliver_wait, self._error,
+                        lambda reason: self.pipeline.source_error(s.kind, reason))
+
+    def _build_forward(self, s: registry.SourceSpec) -> Source:
+        return self._receiver(s, ForwardSource)
+
+    def _build_http(self, s: registry.SourceSpec) -> Source:
+        return self._receiver(s, HttpIngestSource)
+
+    def _build_felix(self, s: registry.SourceSpec) -> Source:
+        from calico_lens.sources.felix import FelixSettings, FelixSource
+
+        c = self.cfg
+        settings = FelixSettings(path=s.arg.removeprefix("unix:"), max_message_bytes=c.felix_max_message_bytes,
+                                 max_streams=c.felix_max_streams, idle_timeout=c.felix_idle_timeout,
+                                 absent_after=c.felix_absent_after)
+        src = FelixSource(settings, self.pipeline.accept, self._error)
+        self.tables.add_families(src.families)
+        return src
 
     def start(self, kube: bool = True) -> None:
         if self.cfg.snapshot:
             n = load_snapshot(self.store, self.cfg.snapshot)
             log.info("loaded %d Kubernetes objects from %s", n, self.cfg.snapshot)
-        elif kube:
+        elif kube and self.needs_kube:
             from calico_lens.kube.watch import KubeWatcher, api_client
 
             self.watcher = KubeWatcher(self.store, api_client(self.cfg.kubeconfig))
@@ -150,10 +198,10 @@ class Agent:
         self._spawn(self._housekeeping, "housekeeping")
         if self.podnet or self.conntrack:
             self._spawn(self._kernel_rounds, "kernel-stats")
-        for spec in self.cfg.sources:
+        for spec in self.specs:
             src = self.make_source(spec)
             self._sources.append(src)
-            self._spawn(self._run_source(src), f"source-{spec}")
+            self._spawn(self._run_source(src), f"source-{spec.text}")
         log.info("serving http://%s:%d/metrics; sources: %s", host, port, ", ".join(self.cfg.sources) or "none")
 
     def _spawn(self, target, name: str) -> None:
@@ -177,7 +225,7 @@ class Agent:
                 return
             source, text, ignored, done = item
             try:
-                self.pipeline.process(source, text)
+                self.pipeline.accept(source, text)
                 self.pipeline.count_input(source, "ignored", ignored)
                 if done is not None:
                     done.ok = True
@@ -191,7 +239,7 @@ class Agent:
     def _housekeeping(self) -> None:
         interval = min(60.0, max(1.0, self.cfg.series_ttl / 10)) if self.cfg.series_ttl else 60.0
         while not self._stop.wait(interval):
-            self.pipeline.expire()
+            self.tables.expire()
 
     def _kernel_rounds(self) -> None:
         """Per-pod counters, RTT and conntrack, every tcp_interval seconds."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from calico_lens import __version__
 from calico_lens.config import ConfigError, load
+from calico_lens.sources import registry
 
 DESCRIPTION = """\
 calico-lens turns the packet log lines of Calico log-action policies into labelled Prometheus
@@ -45,10 +46,7 @@ def _common(p: argparse.ArgumentParser, sources: bool = True) -> None:
     p.add_argument("--cluster-domain", metavar="DOMAIN", help="Kubernetes cluster domain (default: cluster.local)")
     if sources:
         p.add_argument("--source", action="append", dest="sources", metavar="SPEC",
-                       help="where flow lines come from: kmsg (iptables/nftables LOG lines), trace or trace:PATH "
-                            "(the eBPF dataplane's trace pipe), stdin, file:PATH, forward:HOST:PORT or "
-                            "forward:unix:PATH (Fluent Bit's forward output), http:HOST:PORT (its http "
-                            "output); repeatable")
+                       help="where flows come from (repeatable): " + registry.usage())
         p.add_argument("--metrics-address", metavar="HOST:PORT",
                        help="where /metrics, /healthz and /readyz are served (default: 127.0.0.1:9808)")
         p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig outside a cluster (default: in-cluster)")

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from calico_lens.parse.prefix import PrefixMatcher, TemplateError
+from calico_lens.sources import registry
 
 GRANULARITIES = ("namespace", "workload", "pod")
 ENV_PREFIX = "CALICO_LENS_"
@@ -27,7 +28,7 @@ class ConfigError(ValueError):
 @dataclass
 class Config:
     log_prefix: str = "calico-packet"  # FelixConfiguration logPrefix (%t %k %n %p)
-    sources: list[str] = field(default_factory=list)  # kmsg | trace[:PATH] | file:PATH | stdin | forward:… | http:…
+    sources: list[str] = field(default_factory=list)  # specs, grammar in sources/registry.py
     metrics_address: str = "127.0.0.1:9808"
     snapshot: str = ""  # static Kubernetes objects instead of the API server
     kubeconfig: str = ""  # empty: in-cluster config, else ~/.kube/config
@@ -59,6 +60,12 @@ class Config:
     forward_max_connections: int = 64
     forward_idle_timeout: float = 60.0
     forward_frame_timeout: float = 30.0  # a begun frame must complete within this (slow clients)
+    # Felix's flow records (source felix): goldmane.FlowCollector/Connect on a unix socket
+    felix_max_message_bytes: int = 1024 * 1024  # one FlowUpdate; larger ones are refused and counted
+    felix_max_streams: int = 4  # concurrent Connect streams (one Felix per node; restarts overlap)
+    felix_idle_timeout: float = 900.0  # a stream silent this long is closed (Felix flushes every 5 min by default)
+    felix_absent_after: float = 60.0  # no Felix connected this long: not ready, with the fix in the message
+    felix_dedupe_max: int = 200000  # (key, start, end) entries kept to drop Felix's resends
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -106,24 +113,18 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
 
 
 def validate_source(spec: str) -> str:
-    if spec in ("kmsg", "stdin", "trace") or (spec.startswith(("file:", "trace:")) and spec.partition(":")[2]):
-        return spec
-    if spec.startswith("forward:unix:") and len(spec) > 13:
-        return spec
-    for kind in ("forward:", "http:"):
-        address = spec[len(kind):]
-        if spec.startswith(kind) and _ADDRESS.match(address) and 0 <= int(address.rpartition(":")[2]) < 65536:
-            return spec
-    raise ConfigError(
-        f"sources: {spec!r} is not a source; use kmsg, trace, trace:PATH, stdin, file:PATH, "
-        "forward:HOST:PORT, forward:unix:PATH or http:HOST:PORT"
-    )
+    try:
+        return registry.parse(spec).text
+    except registry.SpecError as e:
+        raise ConfigError(f"sources: {e}") from None
 
 
 def _coerce(name: str, value: Any) -> Any:
     if name in ("forward_max_frame_bytes", "forward_max_connections"):
         return _int(name, value, 1)
-    if name in ("forward_idle_timeout", "forward_frame_timeout"):
+    if name in ("felix_max_message_bytes", "felix_max_streams", "felix_dedupe_max"):
+        return _int(name, value, 1)
+    if name in ("forward_idle_timeout", "forward_frame_timeout", "felix_idle_timeout", "felix_absent_after"):
         return _duration(name, value)
     if name == "forward_users":
         if isinstance(value, str):  # from the environment: user:password,user2:password2

@@ -96,3 +96,16 @@ class DnsAggregator:
                 self.hist.observe((ns, zone), seconds)
             self.domains.add_counts(domains.items())
         self.requests.add_counts(rows.items())
+
+    def families(self):
+        """The DNS families built at scrape time (the requests table renders itself)."""
+        from prometheus_client.core import CounterMetricFamily
+
+        yield self.hist.family(names.DNS_DURATION, "CoreDNS query duration by client namespace and zone.",
+                               ("client_namespace", "zone"))
+        domains = CounterMetricFamily(names.DNS_DOMAINS, "CoreDNS queries for the heaviest external domains "
+                                      "(bounded top-K); the rest are counted under domain __other__.",
+                                      labels=("domain", "rcode"))
+        for (domain, rcode), n in sorted(self.domains.snapshot().items()):
+            domains.add_metric((domain, rcode), n)
+        yield domains

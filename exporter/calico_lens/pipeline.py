@@ -1,6 +1,8 @@
-"""The flow pipeline: text batches → parse → enrich → aggregate, with every line accounted for.
+"""The flow stage: one counted entry (``accept``) for text batches (parse → enrich → aggregate)
+and for structured flow records (Felix's: label → aggregate), every line or record accounted for.
 
-One writer thread calls ``process``; the collector reads the tables at scrape time.
+Text batches come from one writer thread; record batches may come from receiver threads (the
+record stage locks). The tables belong to the agent; the exposition reads them, not this stage.
 """
 
 from __future__ import annotations
@@ -15,36 +17,77 @@ from calico_lens.kube import endpoints as ep
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.metrics import names
 from calico_lens.metrics.table import LabelTable
+from calico_lens.metrics.tables import Tables
 from calico_lens.parse.coredns import has_dns, parse_dns
 from calico_lens.parse.kernel_log import ParseResult, count_lines, parse_text
+from calico_lens.records import FlowRecordStage
 
 log = logging.getLogger(__name__)
 
 _SRC_NS, _SRC_WL, _SRC_KIND, _DST_NS, _DST_WL, _DST_KIND = range(6)
 
 
+class RecordBatch(list):
+    """Raw structured flow records (serialized goldmane.FlowUpdate messages) from one source."""
+
+
 class FlowPipeline:
-    def __init__(self, cfg: Config, store: MetadataStore):
+    def __init__(self, cfg: Config, store: MetadataStore, tables: Tables | None = None):
         self.cfg = cfg
         self.store = store
+        self.out = tables if tables is not None else Tables()
         self.enricher = Enricher(cfg, store)
         self.flows = LabelTable(names.FLOWS, names.FLOW_LABELS, cfg.max_series, cfg.series_ttl,
                                 help_text=names.FLOWS_HELP)
         self.dns = DnsAggregator(store, cfg.cluster_domain, cfg.max_series, cfg.series_ttl, cfg.dns_top_domains)
-        self.tables = [self.flows, self.dns.requests]
-        self.inputs: dict[tuple[str, str], int] = {}
-        self.source_errors: dict[tuple[str, str], int] = {}
+        self.out.add(self.flows, self.dns.requests)
+        self.out.add_families(self.dns.families)
+        self.out.add_families(self._families)
+        self.records: FlowRecordStage | None = None
         self._lock = threading.Lock()
         store.pod_deleted.append(self._pod_deleted)
 
+    def enable_records(self) -> FlowRecordStage:
+        """The record stage and its tables, for an agent with a structured source (felix)."""
+        if self.records is None:
+            self.records = FlowRecordStage(self.cfg)
+            self.out.add(*self.records.tables, self.records.live)
+        return self.records
+
     def count_input(self, source: str, result: str, n: int) -> None:
-        if n:
-            with self._lock:
-                self.inputs[(source, result)] = self.inputs.get((source, result), 0) + n
+        self.out.count_input(source, result, n)
 
     def source_error(self, source: str, reason: str, n: int = 1) -> None:
-        with self._lock:
-            self.source_errors[(source, reason)] = self.source_errors.get((source, reason), 0) + n
+        self.out.source_error(source, reason, n)
+
+    def accept(self, source: str, batch: str | RecordBatch) -> None:
+        """The one counted entry: every line or record of ``batch`` ends up parsed, ignored or
+        malformed (records: a resend of a flow already counted is ignored)."""
+        if isinstance(batch, RecordBatch):
+            parsed, dup, bad = self.enable_records().add(batch, lambda reason, n: self.source_error(source, reason, n))
+            self.count_input(source, "parsed", parsed)
+            self.count_input(source, "ignored", dup)
+            self.count_input(source, "malformed", bad)
+        else:
+            self.process(source, batch)
+
+    def _families(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        ev = CounterMetricFamily(names.ENRICH_CACHE_EVICTIONS, "Enrichment cache entries dropped to stay "
+                                 "within enrich_cache_size.")
+        ev.add_metric((), self.enricher.evictions + (self.records.label_evictions if self.records else 0))
+        yield ev
+        if self.records is not None:
+            from prometheus_client.core import GaugeMetricFamily
+
+            g = GaugeMetricFamily(names.FELIX_DEDUPE_ENTRIES, "Felix flows remembered to drop their resends.")
+            g.add_metric((), self.records.dedupe_entries())
+            yield g
+            c = CounterMetricFamily(names.FELIX_DEDUPE_EVICTIONS, "Felix flows forgotten early to stay within "
+                                    "felix_dedupe_max (a resend of one would count twice).")
+            c.add_metric((), self.records.dedupe_evicted)
+            yield c
 
     def process(self, source: str, text: str) -> ParseResult:
         """Account for one batch of complete lines from ``source``: kernel flow lines and CoreDNS
@@ -85,10 +128,6 @@ class FlowPipeline:
         if res.malformed_sample:
             log.debug("malformed flow line from %s: %s", source, res.malformed_sample)
         return res
-
-    def expire(self) -> None:
-        for t in self.tables:
-            t.expire()
 
     def _pod_deleted(self, namespace: str, pod: str) -> None:
         """Pod-level series go when their pod goes (only pod granularity names pods in labels)."""

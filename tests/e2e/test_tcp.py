@@ -13,8 +13,8 @@ from calico_lens.enrich import Enricher
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.metrics import names
 from calico_lens.metrics.table import LabelTable
-from calico_lens.sources.conntrack import ConntrackCollector
-from calico_lens.sources.podnet import RTT_BUCKETS, PodNetCollector
+from calico_lens.collectors.conntrack import ConntrackCollector
+from calico_lens.collectors.podnet import RTT_BUCKETS, PodNetCollector
 
 from tests.e2e import scenario
 from tests.e2e.node import Node, run

@@ -147,7 +147,7 @@ def test_conservation_with_flows_and_dns(lines: list[str], cap: int) -> None:
     store.load_list(snapshot())
     pipe = FlowPipeline(Config(log_prefix="%k/%p", max_series=cap), store)
     pipe.process("file", "\n".join(lines) + "\n")
-    counts = {r: pipe.inputs.get(("file", r), 0) for r in names.RESULTS}
+    counts = {r: pipe.out.inputs.get(("file", r), 0) for r in names.RESULTS}
     assert sum(counts.values()) == len(lines)
     assert pipe.flows.total() + pipe.dns.requests.total() == counts["parsed"]
     dns_total = pipe.dns.requests.total()

@@ -208,7 +208,7 @@ def test_conservation_through_the_pipeline(lines: list[str], cap: int, template:
     half = len(lines) // 2
     pipe.process("file", "\n".join(lines[:half]) + "\n" if half else "")
     pipe.process("file", "\n".join(lines[half:]) + "\n")
-    counts = {r: pipe.inputs.get(("file", r), 0) for r in names.RESULTS}
+    counts = {r: pipe.out.inputs.get(("file", r), 0) for r in names.RESULTS}
     assert sum(counts.values()) == text.count("\n")
     assert pipe.flows.total() == counts["parsed"]
     assert len(pipe.flows) <= cap

@@ -90,7 +90,29 @@ NET_DROPS = f"{PREFIX}_network_drops"
 FLOW_BYTES = f"{PREFIX}_flow_bytes"  # _total{flow labels but direction; direction in|out from the source}
 FLOW_PACKETS = f"{PREFIX}_flow_packets"
 FLOWS_UNREPLIED = f"{PREFIX}_flows_unreplied"  # _total{flow labels}
-FLOW_VOLUME_LABELS: tuple[str, ...] = (*(x for x in FLOW_LABELS if x != "direction"), "direction")
+# Volume from conntrack (reporter "conntrack") or Felix's records (reporter "src" | "dst"): one family, one
+# label set. With the felix source on, conntrack does not write volume, so bytes are never counted twice.
+FLOW_VOLUME_LABELS: tuple[str, ...] = (*(x for x in FLOW_LABELS if x != "direction"), "direction", "reporter")
+REPORTER_CONNTRACK = "conntrack"
+
+# Felix's own flow records (source felix, Calico >= 3.30.1).
+CONNS_STARTED = f"{PREFIX}_connections_started"  # _total{FLOW_RECORD_LABELS}
+CONNS_COMPLETED = f"{PREFIX}_connections_completed"  # _total
+CONNS_LIVE = f"{PREFIX}_connections_live"  # gauge
+FLOW_RECORD_LABELS: tuple[str, ...] = (*FLOW_LABELS, "reporter")
+POLICY_HITS = f"{PREFIX}_policy_rule_hits"  # _total: connections started per enforced policy rule
+POLICY_HIT_LABELS: tuple[str, ...] = ("source_namespace", "source_workload", "destination_namespace",
+                                      "destination_workload", "policy", "policy_kind", "tier", "action",
+                                      "rule_index", "reporter")
+POLICY_PREVIEW = f"{PREFIX}_policy_preview_connections"  # _total: pending verdict differs from enforced
+POLICY_PREVIEW_LABELS: tuple[str, ...] = ("source_namespace", "source_workload", "destination_namespace",
+                                          "destination_workload", "policy", "policy_kind", "tier",
+                                          "enforced_action", "pending_action", "reporter")
+FELIX_STREAMS = f"{PREFIX}_felix_streams"  # gauge: Felix streams connected now
+FELIX_CONNECTS = f"{PREFIX}_felix_connections"  # _total: streams Felix opened
+FELIX_LAST_FLOW = f"{PREFIX}_felix_last_flow_timestamp_seconds"  # gauge: when the last flow record arrived
+FELIX_DEDUPE_ENTRIES = f"{PREFIX}_felix_dedupe_entries"  # gauge
+FELIX_DEDUPE_EVICTIONS = f"{PREFIX}_felix_dedupe_evictions"  # _total: entries dropped by the bound
 TCP_HELP = {
     TCP_SEGMENTS: "TCP segments received (in) and sent (out) by the workload's pods.",
     TCP_RETRANS: "TCP segments the workload's pods retransmitted.",
@@ -103,6 +125,20 @@ TCP_HELP = {
     FLOW_BYTES: "Bytes per flow from conntrack (nf_conntrack_acct), out = from the source, in = its replies.",
     FLOW_PACKETS: "Packets per flow from conntrack (nf_conntrack_acct), out = from the source, in = its replies.",
     FLOWS_UNREPLIED: "Connections that never saw a reply (an upstream firewall, or a dead service).",
+}
+HELP = {
+    **TCP_HELP,
+    FLOW_BYTES: "Bytes per flow: out = sent by the source, in = its replies; reporter src|dst (Felix's records, "
+                "count one of them) or conntrack.",
+    FLOW_PACKETS: "Packets per flow: out = sent by the source, in = its replies; reporter src|dst (Felix's "
+                  "records, count one of them) or conntrack.",
+    CONNS_STARTED: "Connections started, from Felix's flow records (action = final verdict; reporter src|dst: "
+                   "count one side, src for egress views, dst for ingress).",
+    CONNS_COMPLETED: "Connections completed, from Felix's flow records.",
+    CONNS_LIVE: "Connections live at the end of Felix's newest flush interval.",
+    POLICY_HITS: "Connections started per enforced policy rule that acted on them (Felix's policy trace).",
+    POLICY_PREVIEW: "Connections started whose verdict with staged policies enforced (pending) differs from "
+                    "today's (enforced), by the policy that decides the pending verdict.",
 }
 
 ALL_METRICS: tuple[str, ...] = (
@@ -145,4 +181,14 @@ ALL_METRICS: tuple[str, ...] = (
     FLOW_BYTES,
     FLOW_PACKETS,
     FLOWS_UNREPLIED,
+    CONNS_STARTED,
+    CONNS_COMPLETED,
+    CONNS_LIVE,
+    POLICY_HITS,
+    POLICY_PREVIEW,
+    FELIX_STREAMS,
+    FELIX_CONNECTS,
+    FELIX_LAST_FLOW,
+    FELIX_DEDUPE_ENTRIES,
+    FELIX_DEDUPE_EVICTIONS,
 )

@@ -112,3 +112,64 @@ def _escape(value: str) -> str:
 
 def _number(v: float) -> str:
     return str(int(v)) + ".0" if v.is_integer() else repr(v)
+
+
+class LiveTable:
+    """A gauge of live connections per label set, from Felix's flush intervals: each label set shows
+    the sum over the flows of its newest interval. A label set that was not reported in the newest
+    or the previous interval has no live connections any more and is dropped."""
+
+    def __init__(self, name: str, labels: tuple[str, ...], max_series: int, help_text: str = ""):
+        self.name = name
+        self.help = help_text or name
+        self.labels = labels
+        self.max_series = max_series
+        self.overflow_key: Labels = (OVERFLOW,) * len(labels)
+        self._rows: dict[Labels, list[int]] = {}  # labels → [interval start, live]
+        self._starts: list[int] = []  # the two newest distinct interval starts
+        self.overflowed = 0.0
+        self.expired = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def update(self, items: Iterable[tuple[Labels, int, int]]) -> None:
+        with self._lock:
+            rows, starts = self._rows, self._starts
+            for key, start, live in items:
+                if start not in starts and (len(starts) < 2 or start > starts[0]):
+                    starts.append(start)
+                    starts.sort()
+                    del starts[:-2]
+                row = rows.get(key)
+                if row is None:
+                    if len(rows) >= self.max_series - 1 and key != self.overflow_key:
+                        self.overflowed += live
+                        key = self.overflow_key
+                        row = rows.get(key)
+                    if row is None:
+                        row = rows[key] = [start, 0]
+                if start > row[0]:
+                    row[0], row[1] = start, live
+                elif start == row[0]:
+                    row[1] += live
+            if starts:
+                old = [k for k, r in rows.items() if r[0] < starts[0]]
+                for k in old:
+                    del rows[k]
+                self.expired += len(old)
+
+    def expire(self) -> int:
+        return 0  # intervals, not wall time, retire rows (update)
+
+    def snapshot(self) -> list[tuple[Labels, float]]:
+        with self._lock:
+            return [(k, float(r[1])) for k, r in self._rows.items()]
+
+    def exposition(self) -> str:
+        out = [f"# HELP {self.name} {self.help}\n# TYPE {self.name} gauge\n"]
+        for key, value in self.snapshot():
+            lab = ",".join(f'{k}="{_escape(v)}"' for k, v in zip(self.labels, key, strict=True))
+            out.append(f"{self.name}{{{lab}}} {_number(value)}\n")
+        return "".join(out)

@@ -16,12 +16,12 @@ import threading
 import time
 from collections.abc import Callable
 
+from calico_lens.collectors.podnet import setns
 from calico_lens.enrich import PROTOCOLS
 from calico_lens.kube import endpoints as ep
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.metrics import names
 from calico_lens.metrics.table import LabelTable
-from calico_lens.sources.podnet import setns
 
 log = logging.getLogger(__name__)
 IPS_SEEN_REPLY = 1 << 1
@@ -65,19 +65,22 @@ def entry_of(msg: dict) -> tuple | None:
 
 class ConntrackCollector:
     def __init__(self, store: MetadataStore, side: Granularity, max_series: int, ttl: float, netns: str = "",
-                 unreplied_after: float = 5.0, error: Callable[..., None] = lambda reason, n=1: None):
+                 unreplied_after: float = 5.0, error: Callable[..., None] = lambda reason, n=1: None,
+                 volume: bool = True):
         self.store = store
         self.side = side
         self.netns = netns
         self.unreplied_after = unreplied_after
         self.error = error
         labels = names.FLOW_VOLUME_LABELS
-        self.bytes = LabelTable(names.FLOW_BYTES, labels, max_series, ttl, help_text=names.TCP_HELP[names.FLOW_BYTES])
+        self.bytes = LabelTable(names.FLOW_BYTES, labels, max_series, ttl, help_text=names.HELP[names.FLOW_BYTES])
         self.packets = LabelTable(names.FLOW_PACKETS, labels, max_series, ttl,
-                                  help_text=names.TCP_HELP[names.FLOW_PACKETS])
+                                  help_text=names.HELP[names.FLOW_PACKETS])
         self.unreplied = LabelTable(names.FLOWS_UNREPLIED, names.FLOW_LABELS, max_series, ttl,
                                     help_text=names.TCP_HELP[names.FLOWS_UNREPLIED])
-        self.tables = [self.bytes, self.packets, self.unreplied]
+        # Without volume (Felix's records carry it), only unreplied connections are counted here.
+        self.volume = volume
+        self.tables = [self.bytes, self.packets, self.unreplied] if volume else [self.unreplied]
         self._last: dict[object, tuple[int, int, int, int]] = {}
         self._first_seen: dict[object, float] = {}
         self._counted_unreplied: set[object] = set()
@@ -138,7 +141,7 @@ class ConntrackCollector:
                                                 (rows_b, "in", bi, last[2]), (rows_p, "in", pi, last[3])):
                 delta = value - prev if value >= prev else value
                 if delta:
-                    key = (*labels, direction)
+                    key = (*labels, direction, names.REPORTER_CONNTRACK)
                     rows[key] = rows.get(key, 0) + delta
             first = self._first_seen.setdefault(cid, now)
             if (not status & IPS_SEEN_REPLY and now - first >= self.unreplied_after
@@ -146,8 +149,9 @@ class ConntrackCollector:
                 self._counted_unreplied.add(cid)
                 key = (*labels, "egress")
                 rows_u[key] = rows_u.get(key, 0) + 1
-        self.bytes.add_counts(rows_b.items())
-        self.packets.add_counts(rows_p.items())
+        if self.volume:
+            self.bytes.add_counts(rows_b.items())
+            self.packets.add_counts(rows_p.items())
         self.unreplied.add_counts(rows_u.items())
         self._last = seen
         self._first_seen = {k: v for k, v in self._first_seen.items() if k in seen}

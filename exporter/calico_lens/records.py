@@ -1,0 +1,250 @@
+"""Felix's flow records → labelled tables: connections, bytes, packets, policy hits and the
+staged-policy preview. Felix already names both ends, so no Kubernetes metadata is needed.
+
+Each record is counted exactly once per (flow key, start, end): Felix resends the last five
+minutes after every reconnect. Labels are computed once per distinct key (its bytes).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from calico_lens.config import Config
+from calico_lens.enrich import PROTOCOLS
+from calico_lens.kube import endpoints as ep
+from calico_lens.metrics import names
+from calico_lens.metrics.table import LabelTable, LiveTable
+from calico_lens.parse.felix_flow import FlowRecord, RecordError, check_shape, decode
+from calico_lens.proto import goldmane_pb2 as pb
+
+ACTIONS = {pb.Allow: "allow", pb.Deny: "deny", pb.Pass: "pass"}
+REPORTERS = {pb.Src: "src", pb.Dst: "dst"}
+# Short kinds as FelixConfiguration logPrefix %k writes them (np gnp snp sgnp sknp knp kcnp pro).
+KINDS = {pb.CalicoNetworkPolicy: "np", pb.GlobalNetworkPolicy: "gnp", pb.StagedNetworkPolicy: "snp",
+         pb.StagedGlobalNetworkPolicy: "sgnp", pb.StagedKubernetesNetworkPolicy: "sknp", pb.NetworkPolicy: "knp",
+         pb.AdminNetworkPolicy: "kanp", pb.BaselineAdminNetworkPolicy: "kbanp", pb.Profile: "pro",
+         pb.EndOfTier: "eot", pb.ClusterNetworkPolicy: "kcnp"}
+STAGED = {"snp", "sgnp", "sknp"}
+_PORTED = {"tcp", "udp", "sctp", "udplite"}
+_GLOBAL_NS = ("", "-")  # Felix writes "-" for cluster-scoped endpoints
+DEDUPE_HORIZON = 900  # seconds of start times kept for dedupe: Felix resends its last 5 minutes
+
+Error = Callable[[str, int], None]
+
+
+class _Labels:
+    """What one distinct flow key contributes: label tuples for every table it feeds."""
+
+    __slots__ = ("flow", "hits", "preview", "volume_in", "volume_out")
+
+    def __init__(self, flow, volume_in, volume_out, hits, preview):
+        self.flow = flow  # FLOW_RECORD_LABELS
+        self.volume_in = volume_in
+        self.volume_out = volume_out
+        self.hits = hits  # POLICY_HIT_LABELS tuples, one per enforced hit
+        self.preview = preview  # POLICY_PREVIEW_LABELS or None
+
+
+def aggregate_workload(name: str, labels: list[str] | tuple[str, ...]) -> str:
+    """Felix names a workload endpoint by its pods' generateName plus "*" (``web-7d9c5b-*``):
+    the same workload the Log-line path names (the Deployment, the CronJob, the StatefulSet)."""
+    base = name[:-1] if name.endswith("*") else name
+    if not base.endswith("-"):
+        return base  # a pod without generateName is its own workload
+    base = base[:-1]
+    hashes = [v.partition("=")[2] for v in labels if v.startswith("pod-template-hash=")]
+    if hashes:
+        return ep._strip_hash(base, hashes[0])
+    if not labels:  # Felix sends only the labels all pods share; none at all: judge by the name
+        return ep._cronjob_of(ep._strip_hash(base, None))
+    return ep._cronjob_of(base)
+
+
+def _policy_label(hit: pb.PolicyHit) -> tuple[str, str, str]:
+    """(policy, kind, tier) of a hit; an end-of-tier hit is named by the policy that triggered it."""
+    if hit.kind == pb.EndOfTier and hit.HasField("trigger"):
+        hit = hit.trigger
+    kind = KINDS.get(hit.kind)
+    if kind is None or not hit.name:
+        raise RecordError("malformed", f"policy hit of kind {hit.kind} named {hit.name!r}")
+    name = f"__PROFILE__.{hit.name}" if kind == "pro" else hit.name
+    return (f"{hit.namespace}/{name}" if hit.namespace else name), kind, hit.tier
+
+
+def _deciding(hits, action: int | None = None):
+    """The hit that decided: the last (by policy index) whose action is ``action``, or the last
+    that is not a Pass."""
+    ordered = sorted(hits, key=lambda h: h.policy_index)
+    for h in reversed(ordered):
+        if (h.action == action) if action is not None else (h.action != pb.Pass):
+            return h
+    return ordered[-1] if ordered else None
+
+
+class FlowRecordStage:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        cap, ttl = cfg.max_series, cfg.series_ttl
+        self.started = LabelTable(names.CONNS_STARTED, names.FLOW_RECORD_LABELS, cap, ttl,
+                                  help_text=names.HELP[names.CONNS_STARTED])
+        self.completed = LabelTable(names.CONNS_COMPLETED, names.FLOW_RECORD_LABELS, cap, ttl,
+                                    help_text=names.HELP[names.CONNS_COMPLETED])
+        self.live = LiveTable(names.CONNS_LIVE, names.FLOW_RECORD_LABELS, cap, names.HELP[names.CONNS_LIVE])
+        self.bytes = LabelTable(names.FLOW_BYTES, names.FLOW_VOLUME_LABELS, cap, ttl,
+                                help_text=names.HELP[names.FLOW_BYTES])
+        self.packets = LabelTable(names.FLOW_PACKETS, names.FLOW_VOLUME_LABELS, cap, ttl,
+                                  help_text=names.HELP[names.FLOW_PACKETS])
+        self.hits = LabelTable(names.POLICY_HITS, names.POLICY_HIT_LABELS, cap, ttl,
+                               help_text=names.HELP[names.POLICY_HITS])
+        self.preview = LabelTable(names.POLICY_PREVIEW, names.POLICY_PREVIEW_LABELS, cap, ttl,
+                                  help_text=names.HELP[names.POLICY_PREVIEW])
+        self.tables = [self.started, self.completed, self.bytes, self.packets, self.hits, self.preview]
+        self._labels: dict[bytes, _Labels | RecordError] = {}
+        self._seen: dict[int, int] = {}  # hash((key, start, end)) → start, in arrival order
+        self.dedupe_max = cfg.felix_dedupe_max
+        self.dedupe_evicted = 0  # entries dropped to stay within felix_dedupe_max
+        self.label_evictions = 0
+        self._newest = 0
+        self._lock = threading.Lock()
+
+    # -- labels, once per distinct key ---------------------------------------------------------
+    def _side(self, name: str, namespace: str, etype: int, labels, granularity: str) -> tuple[str, str, str]:
+        ns = "" if namespace in _GLOBAL_NS else namespace
+        if etype == pb.WorkloadEndpoint:
+            kind, workload = ep.POD, aggregate_workload(name, labels)
+        elif etype == pb.HostEndpoint:
+            kind, workload, ns = ep.HOST, name, ""
+        elif etype == pb.NetworkSet:
+            kind, workload = ep.NETWORKSET, name
+        elif etype == pb.Network:
+            kind = ep.PUBLIC if name == "pub" else ep.PRIVATE if name == "pvt" else ""
+            if not kind:
+                raise RecordError("malformed", f"network endpoint named {name!r} (want pub or pvt)")
+            return "", kind, kind
+        else:
+            raise RecordError("malformed", f"endpoint type {etype}")
+        if not name:
+            raise RecordError("malformed", "endpoint without a name")
+        return (ns, "", kind) if granularity == "namespace" else (ns, workload, kind)
+
+    def _compute(self, rec: FlowRecord) -> _Labels:
+        f = rec.flow
+        check_shape(f)
+        k = f.Key
+        action, reporter = ACTIONS.get(k.action), REPORTERS.get(k.reporter)
+        if action is None or reporter is None:
+            raise RecordError("malformed", f"action {k.action} / reporter {k.reporter}")
+        src = self._side(k.source_name, k.source_namespace, k.source_type, f.source_labels,
+                         self.cfg.source_granularity)
+        dst = self._side(k.dest_name, k.dest_namespace, k.dest_type, f.dest_labels,
+                         self.cfg.destination_granularity)
+        proto = k.proto.lower()
+        proto = PROTOCOLS.get(proto, proto)
+        if not proto or not proto.replace("-", "").isalnum():
+            raise RecordError("malformed", f"protocol {k.proto!r}")
+        port = str(k.dest_port) if proto in _PORTED else ""
+        enforced, pending = list(k.policies.enforced_policies), list(k.policies.pending_policies)
+        decider = _deciding(enforced, k.action)
+        policy, _, tier = _policy_label(decider) if decider is not None else ("", "", "")
+        direction = "egress" if reporter == "src" else "ingress"
+        base = (*src, *dst, port, proto, action, policy, tier)
+        flow = (*base, direction, reporter)
+        pair = (src[0], src[1], dst[0], dst[1])
+        hits = tuple((*pair, *_policy_label(h), ACTIONS.get(h.action, "unknown"), str(h.rule_index), reporter)
+                     for h in enforced)
+        preview = None
+        p = _deciding(pending)
+        if p is not None and p.action != k.action and p.action in ACTIONS:
+            ppol, pkind, ptier = _policy_label(p)
+            preview = (*pair, ppol, pkind, ptier, action, ACTIONS[p.action], reporter)
+        return _Labels(flow, (*base, "in", reporter), (*base, "out", reporter), hits, preview)
+
+    def labels_for(self, rec: FlowRecord) -> _Labels:
+        got = self._labels.get(rec.key)
+        if got is None:
+            try:
+                got = self._compute(rec)
+            except RecordError as e:
+                got = e
+            if len(self._labels) >= self.cfg.enrich_cache_size:
+                self.label_evictions += len(self._labels)
+                self._labels.clear()
+            self._labels[rec.key] = got
+        if isinstance(got, RecordError):
+            raise got
+        return got
+
+    # -- the counted entry ----------------------------------------------------------------------
+    def add(self, raws: list[bytes], error: Error) -> tuple[int, int, int]:
+        """Count a batch of raw FlowUpdate messages. Returns (parsed, duplicate, malformed); every
+        malformed one is also reported to ``error`` with its reason."""
+        parsed = dup = bad = 0
+        started: dict[tuple, int] = {}
+        completed: dict[tuple, int] = {}
+        vol_b: dict[tuple, int] = {}
+        vol_p: dict[tuple, int] = {}
+        hits: dict[tuple, int] = {}
+        preview: dict[tuple, int] = {}
+        live: list[tuple[tuple, int, int]] = []
+        with self._lock:
+            seen = self._seen
+            limit = self.cfg.felix_max_message_bytes
+            for raw in raws:
+                try:
+                    if len(raw) > limit:
+                        raise RecordError("oversize", f"{len(raw)} bytes > felix_max_message_bytes {limit}")
+                    rec = decode(raw)
+                    lab = self.labels_for(rec)
+                except RecordError as e:
+                    bad += 1
+                    error(e.reason, 1)
+                    continue
+                ident = hash((rec.key, rec.start, rec.end))
+                if ident in seen:
+                    dup += 1
+                    continue
+                seen[ident] = rec.start
+                if rec.start > self._newest:
+                    self._newest = rec.start
+                parsed += 1
+                fl = lab.flow
+                if rec.started:
+                    started[fl] = started.get(fl, 0) + rec.started
+                    for h in lab.hits:
+                        hits[h] = hits.get(h, 0) + rec.started
+                    if lab.preview is not None:
+                        preview[lab.preview] = preview.get(lab.preview, 0) + rec.started
+                if rec.completed:
+                    completed[fl] = completed.get(fl, 0) + rec.completed
+                live.append((fl, rec.start, rec.live))
+                for key, b, p in ((lab.volume_in, rec.bytes_in, rec.packets_in),
+                                  (lab.volume_out, rec.bytes_out, rec.packets_out)):
+                    if b:
+                        vol_b[key] = vol_b.get(key, 0) + b
+                    if p:
+                        vol_p[key] = vol_p.get(key, 0) + p
+            self._trim()
+        self.started.add_counts(started.items())
+        self.completed.add_counts(completed.items())
+        self.bytes.add_counts(vol_b.items())
+        self.packets.add_counts(vol_p.items())
+        self.hits.add_counts(hits.items())
+        self.preview.add_counts(preview.items())
+        self.live.update(live)
+        return parsed, dup, bad
+
+    def _trim(self) -> None:
+        """Forget flows older than Felix can resend, and stay within the dedupe bound."""
+        seen = self._seen
+        horizon = self._newest - DEDUPE_HORIZON
+        while seen:
+            first = next(iter(seen))
+            if seen[first] >= horizon and len(seen) <= self.dedupe_max:
+                break
+            if seen[first] >= horizon:
+                self.dedupe_evicted += 1  # a resend of this one would now count twice
+            del seen[first]
+
+    def dedupe_entries(self) -> int:
+        return len(self._seen)
