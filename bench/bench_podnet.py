@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "exporter"))
 
-from calico_lens.kube.metadata import MetadataStore  # noqa: E402
 from calico_lens.collectors.podnet import PodNetCollector  # noqa: E402
+from calico_lens.kube.metadata import MetadataStore  # noqa: E402
 
 from tests.e2e import scenario  # noqa: E402
 from tests.e2e.node import Node  # noqa: E402

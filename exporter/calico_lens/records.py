@@ -158,7 +158,9 @@ class FlowRecordStage:
         if p is not None and p.action != k.action and p.action in ACTIONS:
             ppol, pkind, ptier = _policy_label(p)
             preview = (*pair, ppol, pkind, ptier, action, ACTIONS[p.action], reporter)
-        return _Labels(flow, (*base, "in", reporter), (*base, "out", reporter), hits, preview)
+        # Felix counts bytes in/out at the reporting end; our "out" is always what the source sent.
+        d_in, d_out = ("in", "out") if reporter == "src" else ("out", "in")
+        return _Labels(flow, (*base, d_in, reporter), (*base, d_out, reporter), hits, preview)
 
     def labels_for(self, rec: FlowRecord) -> _Labels:
         got = self._labels.get(rec.key)

@@ -8,13 +8,13 @@ import subprocess
 import sys
 import time
 
+from calico_lens.collectors.conntrack import ConntrackCollector
+from calico_lens.collectors.podnet import RTT_BUCKETS, PodNetCollector
 from calico_lens.config import Config
 from calico_lens.enrich import Enricher
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.metrics import names
 from calico_lens.metrics.table import LabelTable
-from calico_lens.collectors.conntrack import ConntrackCollector
-from calico_lens.collectors.podnet import RTT_BUCKETS, PodNetCollector
 
 from tests.e2e import scenario
 from tests.e2e.node import Node, run
@@ -132,7 +132,9 @@ def test_conntrack_bytes_match_a_known_transfer_both_ways(make_node) -> None:
     resent = {w: total(pn, names.TCP_RETRANS, w) - resent[w] for w in ("up", "store")}
 
     def rows(table: LabelTable) -> dict[str, float]:
-        return {k[-1]: v for k, v in table.snapshot() if k[1] == "up" and k[4] == "store" and k[6] == "8080"}
+        d, r = names.FLOW_VOLUME_LABELS.index("direction"), names.FLOW_VOLUME_LABELS.index("reporter")
+        assert {k[r] for k, _ in table.snapshot()} == {names.REPORTER_CONNTRACK}
+        return {k[d]: v for k, v in table.snapshot() if k[1] == "up" and k[4] == "store" and k[6] == "8080"}
 
     octets, packets = rows(ct.bytes), rows(ct.packets)
     # Each direction carries the payload, one IPv4+TCP header per packet (40 bytes, 52 with

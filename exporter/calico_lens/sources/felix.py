@@ -74,8 +74,14 @@ class FelixSource(Source):
     def _connect(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         s = _Stream(context)
         with self._lock:
-            self._streams[id(s)] = s
-            self.connects += 1
+            busy = len(self._streams) >= self.settings.max_streams
+            if not busy:
+                self._streams[id(s)] = s
+                self.connects += 1
+        if busy:  # counted here; grpc itself refuses only past max_streams + 1 at once
+            self.error(self.name, "too_many_streams", 1)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"calico-lens: more than felix_max_streams={self.settings.max_streams} flow streams")
         log.info("felix: a flow stream connected")
         try:
             for raw in requests:
@@ -111,22 +117,28 @@ class FelixSource(Source):
         try:
             self._prepare()
             server = grpc.server(
-                futures.ThreadPoolExecutor(max_workers=st.max_streams + 1, thread_name_prefix="felix"),
-                maximum_concurrent_rpcs=st.max_streams,
+                futures.ThreadPoolExecutor(max_workers=st.max_streams + 2, thread_name_prefix="felix"),
+                maximum_concurrent_rpcs=st.max_streams + 1,  # one more, so that a refusal is counted
                 options=[("grpc.max_receive_message_length", 2 * st.max_message_bytes + 4096),
                          ("grpc.max_send_message_length", 1024),
                          ("grpc.so_reuseport", 0)])
             handler = grpc.method_handlers_generic_handler(
                 SERVICE, {METHOD: grpc.stream_stream_rpc_method_handler(self._connect)})
             server.add_generic_rpc_handlers((handler,))
-            if not server.add_insecure_port("unix:" + st.path):
-                raise OSError(f"felix: cannot listen on {st.path}")
-            os.chmod(st.path, 0o600)  # owner only: Felix runs as root on the node
+            # Owner only (Felix runs as root on the node): the socket is born 0600 under this umask,
+            # so there is no moment when another local user could connect.
+            old = os.umask(0o177)
+            try:
+                if not server.add_insecure_port("unix:" + st.path):
+                    raise OSError(f"felix: cannot listen on {st.path}")
+                server.start()
+            finally:
+                os.umask(old)
+            os.chmod(st.path, 0o600)
         except OSError as e:
             self._problem = str(e) if str(e).startswith("felix:") else f"felix: cannot listen on {st.path}: {e}"
             self.error(self.name, "listen_failed", 1)
             raise
-        server.start()
         self.listening.set()
         log.info("felix: listening on %s for goldmane.FlowCollector/Connect", st.path)
         try:

@@ -1,0 +1,129 @@
+"""A stand-in Felix for the demo, the tests and the bench: it speaks ``goldmane.FlowCollector/Connect``
+with the real grpcio client over the real unix socket, the way Felix's flow client does
+(goldmane/pkg/client/client.go, release-v3.30 … v3.33): one FlowUpdate, then wait for one
+FlowReceipt; the flows of the last five minutes are kept and all of them are sent again after
+every (re)connection."""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Iterable, Iterator
+
+import grpc
+
+from calico_lens.proto import goldmane_pb2 as pb
+
+CACHE_SECONDS = 300
+_TYPES = {"pod": pb.WorkloadEndpoint, "host": pb.HostEndpoint, "networkset": pb.NetworkSet, "net": pb.Network}
+_ACTIONS = {"allow": pb.Allow, "deny": pb.Deny, "pass": pb.Pass}
+_KINDS = {"np": pb.CalicoNetworkPolicy, "gnp": pb.GlobalNetworkPolicy, "snp": pb.StagedNetworkPolicy,
+          "sgnp": pb.StagedGlobalNetworkPolicy, "sknp": pb.StagedKubernetesNetworkPolicy, "knp": pb.NetworkPolicy,
+          "pro": pb.Profile, "eot": pb.EndOfTier}
+
+
+def hit(kind: str, name: str, action: str, namespace: str = "", tier: str = "default", index: int = 0,
+        rule: int = 0, trigger: pb.PolicyHit | None = None) -> pb.PolicyHit:
+    h = pb.PolicyHit(kind=_KINDS[kind], namespace=namespace, name=name, tier=tier, action=_ACTIONS[action],
+                     policy_index=index, rule_index=rule)
+    if trigger is not None:
+        h.trigger.CopyFrom(trigger)
+    return h
+
+
+def flow(src: tuple[str, str, str], dst: tuple[str, str, str], port: int, action: str, reporter: str,
+         start: int, *, proto: str = "tcp", enforced: Iterable[pb.PolicyHit] = (),
+         pending: Iterable[pb.PolicyHit] = (), src_labels: Iterable[str] = (), dst_labels: Iterable[str] = (),
+         packets: tuple[int, int] = (0, 0), bytes_: tuple[int, int] = (0, 0),
+         connections: tuple[int, int, int] = (0, 0, 0), end: int | None = None) -> pb.Flow:
+    """A Flow as Felix reports it. src/dst: (type, namespace, aggregated name), type one of pod, host,
+    networkset, net; packets/bytes: (in, out); connections: (started, completed, live)."""
+    f = pb.Flow(start_time=start, end_time=start if end is None else end,  # Felix 3.30-3.33 send end = start
+                packets_in=packets[0], packets_out=packets[1], bytes_in=bytes_[0], bytes_out=bytes_[1],
+                num_connections_started=connections[0], num_connections_completed=connections[1],
+                num_connections_live=connections[2], source_labels=list(src_labels), dest_labels=list(dst_labels))
+    k = f.Key
+    k.source_type, k.source_namespace, k.source_name = _TYPES[src[0]], src[1], src[2]
+    k.dest_type, k.dest_namespace, k.dest_name = _TYPES[dst[0]], dst[1], dst[2]
+    k.dest_port, k.proto = port, proto
+    k.reporter = pb.Src if reporter == "src" else pb.Dst
+    k.action = _ACTIONS[action]
+    k.policies.enforced_policies.extend(enforced)
+    k.policies.pending_policies.extend(pending)
+    return f
+
+
+class StandInFelix:
+    """One Felix's flow client. ``send`` returns once the receipt came back; a failed stream raises
+    grpc.RpcError and the next ``send`` (or ``reconnect``) opens a new one, resending the cache."""
+
+    def __init__(self, path: str, cache_seconds: float = CACHE_SECONDS, clock=time.time):
+        self.path = path
+        self.cache_seconds = cache_seconds
+        self.clock = clock
+        self._cache: list[tuple[float, bytes]] = []
+        self._channel = grpc.insecure_channel("unix:" + path)
+        self._call = None
+        self.receipts = 0
+        self.connects = 0
+
+    def _open(self) -> None:
+        q: queue.Queue[bytes | None] = queue.Queue()
+        connect = self._channel.stream_stream("/goldmane.FlowCollector/Connect")  # raw bytes both ways
+        responses = connect(iter(q.get, None))
+        self._call = (q, responses)
+        self.connects += 1
+
+    def _roundtrip(self, raw: bytes) -> None:
+        q, responses = self._call
+        q.put(raw)
+        try:
+            next(responses)
+        except (grpc.RpcError, StopIteration):
+            self._call = None  # the stream is gone: the next send reconnects and resends
+            raise
+        self.receipts += 1
+
+    def connect(self) -> int:
+        """(Re)connect and resend every cached flow, as Felix does. Returns how many were resent."""
+        self.close_stream()
+        self._open()
+        now = self.clock()
+        self._cache = [(t, raw) for t, raw in self._cache if now - t < self.cache_seconds]
+        for _, raw in self._cache:
+            self._roundtrip(raw)
+        return len(self._cache)
+
+    def send(self, flows: Iterable[pb.Flow]) -> int:
+        n = 0
+        for f in flows:
+            n += self.send_raw(pb.FlowUpdate(flow=f).SerializeToString())
+        return n
+
+    def send_raw(self, raw: bytes, cache: bool = True) -> int:
+        if self._call is None:
+            self.connect()
+        if cache:
+            self._cache.append((self.clock(), raw))
+        self._roundtrip(raw)
+        return 1
+
+    def close_stream(self) -> None:
+        if self._call is not None:
+            q, responses = self._call
+            q.put(None)
+            try:
+                for _ in responses:
+                    pass
+            except grpc.RpcError:
+                pass
+            self._call = None
+
+    def close(self) -> None:
+        self.close_stream()
+        self._channel.close()
+
+
+def updates(flows: Iterable[pb.Flow]) -> Iterator[bytes]:
+    for f in flows:
+        yield pb.FlowUpdate(flow=f).SerializeToString()
