@@ -73,10 +73,10 @@ def _policy_label(hit: pb.PolicyHit) -> tuple[str, str, str]:
 
 
 def _deciding(hits, action: int | None = None):
-    """The hit that decided: the last (by policy index) whose action is ``action``, or the last
-    that is not a Pass."""
+    """The hit that decided: policies are evaluated in order and the first non-Pass verdict wins, so
+    the first hit (by policy index) with ``action`` (or, without one, the first that is not a Pass)."""
     ordered = sorted(hits, key=lambda h: h.policy_index)
-    for h in reversed(ordered):
+    for h in ordered:
         if (h.action == action) if action is not None else (h.action != pb.Pass):
             return h
     return ordered[-1] if ordered else None

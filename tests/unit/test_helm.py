@@ -116,8 +116,12 @@ def _reads(resources) -> set[tuple[str, str, str]]:
 
 
 def test_rbac_is_least_privilege() -> None:
-    docs = render("quickstart-off-values.yaml")
+    docs = render("kmsg-values.yaml")
     assert _grants(find(docs, "ClusterRole", "-agent")) == _reads(RESOURCES)
+    docs = render("quickstart-off-values.yaml")  # the felix source alone reads no Kubernetes API
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role")
+                and d["metadata"]["name"].endswith("-agent")]
+    assert find(docs, "DaemonSet", "-agent")["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     assert _grants(find(docs, "ClusterRole", "-inventory")) == _reads(INVENTORY_RESOURCES)
     for d in docs:
         if d["kind"] in ("Role", "ClusterRole"):
@@ -140,19 +144,38 @@ def test_security_contexts() -> None:
 
 
 def test_each_source_gets_only_its_host_access() -> None:
-    """kmsg: /dev/kmsg and CAP_SYSLOG; trace (eBPF dataplane): the host's tracefs and no capability."""
-    for case, source, mount, cap in (("stock-values.yaml", "kmsg", "/dev/kmsg", "SYSLOG"),
-                                     ("ebpf-values.yaml", "trace", "/sys/kernel/tracing", None)):
+    """kmsg: /dev/kmsg and CAP_SYSLOG; trace (eBPF dataplane): the host's tracefs and no capability;
+    felix (the default): Felix's socket directory only."""
+    host = {"/dev/kmsg", "/sys/kernel/tracing", "/var/run/calico/flows"}
+    for case, source, mount, cap in (("kmsg-values.yaml", "kmsg", "/dev/kmsg", "SYSLOG"),
+                                     ("ebpf-values.yaml", "trace", "/sys/kernel/tracing", None),
+                                     ("stock-values.yaml", "felix", "/var/run/calico/flows", None)):
         docs = render(case)
         agent = find(docs, "DaemonSet", "-agent")["spec"]["template"]["spec"]
         mounts = {m["mountPath"] for m in agent["containers"][0]["volumeMounts"]}
         paths = {v["hostPath"]["path"] for v in agent["volumes"] if "hostPath" in v}
-        caps = set(agent["containers"][0]["securityContext"]["capabilities"]["add"])
+        caps = set(agent["containers"][0]["securityContext"]["capabilities"].get("add", []))
         cfg = yaml.safe_load(find(docs, "ConfigMap", "-agent")["data"]["agent.yaml"])
         assert cfg["sources"] == [source], case
         assert mount in mounts and mount in paths, case
-        assert not ({"/dev/kmsg", "/sys/kernel/tracing"} - {mount}) & (mounts | paths), case
+        assert not (host - {mount}) & (mounts | paths), case
         assert ("SYSLOG" in caps) is (cap == "SYSLOG"), case
+    felix = find(render("stock-values.yaml"), "DaemonSet", "-agent")["spec"]["template"]["spec"]
+    assert not felix["hostPID"] and not felix["hostNetwork"]
+    assert "add" not in felix["containers"][0]["securityContext"]["capabilities"]  # nothing but the socket dir
+    volume = next(v for v in felix["volumes"] if "hostPath" in v)
+    assert volume["hostPath"] == {"path": "/var/run/calico/flows", "type": "DirectoryOrCreate"}
+
+
+def test_any_agent_setting_rolls_the_agents() -> None:
+    def checksum(*extra: str) -> str:
+        ds = find(render("stock-values.yaml", *extra), "DaemonSet", "-agent")
+        return ds["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    base = checksum()
+    assert checksum("--set", "agent.maxSeries=5000") != base
+    assert checksum("--set", "logPrefix=x") != base
+    assert checksum("--set", "agent.port=9808") == base
 
 
 @pytest.mark.parametrize("setting,message", [

@@ -22,3 +22,24 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $v := .Values.quickstart.enabled -}}
 {{- if eq (toString $v) "auto" -}}{{ not (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1") }}{{- else -}}{{ $v }}{{- end -}}
 {{- end -}}
+
+{{/* Does the agent read the Kubernetes API? Not when Felix's records are its only input. */}}
+{{- define "cl.agentNeedsKube" -}}
+{{- $only := and (eq (len .Values.agent.sources) 1) (has "felix" .Values.agent.sources) -}}
+{{- if and $only (not .Values.agent.tcpStats) (not .Values.agent.conntrack) (not .Values.fluentbit.enabled) -}}false{{- else -}}true{{- end -}}
+{{- end }}
+
+{{/* The agent's config file (its checksum rolls the DaemonSet on any change). */}}
+{{- define "cl.agentConfigText" -}}
+log_prefix: {{ .Values.logPrefix | quote }}
+sources: {{ .sources | toJson }}
+metrics_address: "0.0.0.0:{{ .Values.agent.port }}"
+source_granularity: {{ .Values.agent.granularity.source }}
+destination_granularity: {{ .Values.agent.granularity.destination }}
+max_series: {{ .Values.agent.maxSeries }}
+series_ttl: {{ .Values.agent.seriesTTL }}
+cluster_domain: {{ .Values.clusterDomain }}
+tcp_stats: {{ .Values.agent.tcpStats }}
+conntrack: {{ .Values.agent.conntrack }}
+tcp_interval: {{ .Values.agent.tcpInterval }}
+{{- end }}

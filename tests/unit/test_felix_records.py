@@ -1,0 +1,191 @@
+"""Felix's flow records in the flow stage: naming, the deciding policy, the preview, dedupe bounds,
+series caps with exact totals, live connections per interval; the proto and the source registry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from calico_lens.agent import Agent
+from calico_lens.config import Config, ConfigError, load
+from calico_lens.demo.felix import flow, hit, updates
+from calico_lens.kube.metadata import MetadataStore
+from calico_lens.metrics.table import LiveTable
+from calico_lens.pipeline import FlowPipeline, RecordBatch
+from calico_lens.records import aggregate_workload
+from calico_lens.sources import registry
+
+ROOT = Path(__file__).resolve().parents[2]
+POD_A = ("pod", "shop", "web-6f7d8c9b5d-*")
+POD_B = ("pod", "payments", "ledger-0-*")
+
+
+def stage(**cfg):
+    pipe = FlowPipeline(Config(**cfg), MetadataStore())
+    return pipe, pipe.enable_records()
+
+
+def feed(pipe: FlowPipeline, flows) -> None:
+    pipe.accept("felix", RecordBatch(updates(flows)))
+
+
+def rows(table, **match) -> float:
+    idx = {k: table.labels.index(k) for k in match}
+    return sum(v for k, v in table.snapshot() if all(k[i] == match[n] for n, i in idx.items()))
+
+
+@pytest.mark.parametrize(("name", "labels", "workload"), [
+    ("web-6f7d8c9b5d-*", ["app=web", "pod-template-hash=6f7d8c9b5d"], "web"),  # Deployment
+    ("web-6f7d8c9b5d-*", [], "web"),  # no shared labels: the hash is judged by its shape
+    ("db-*", ["app=db", "controller-revision-hash=db-7c9"], "db"),  # StatefulSet / DaemonSet
+    ("backup-29112440-*", ["job-name=backup-29112440"], "backup"),  # CronJob's Job
+    ("my-app-*", ["app=my-app"], "my-app"),  # a name with dashes is not a hash
+    ("standalone", [], "standalone"),  # a pod without generateName
+])
+def test_aggregate_name_to_workload(name: str, labels: list[str], workload: str) -> None:
+    assert aggregate_workload(name, labels) == workload
+
+
+def test_deciding_policy_pass_end_of_tier_and_profile() -> None:
+    pipe, st = stage()
+    passed = hit("gnp", "platform-pass", "pass", tier="platform", index=0)
+    eot = hit("eot", "", "deny", namespace="", tier="default", index=1,
+              trigger=hit("np", "web-ingress", "deny", "shop", index=1))
+    prof = hit("pro", "kns.shop", "allow", tier="__PROFILE__", index=2)
+    feed(pipe, [
+        flow(POD_A, POD_B, 443, "deny", "src", 100, enforced=[passed, eot], connections=(2, 0, 0)),
+        flow(POD_A, POD_B, 80, "allow", "src", 100, enforced=[prof], connections=(1, 0, 0)),
+    ])
+    # the end-of-tier deny is named by the policy that selected the flow in that tier
+    assert rows(st.started, policy="shop/web-ingress", tier="default", action="deny") == 2
+    assert rows(st.started, policy="__PROFILE__.kns.shop", action="allow") == 1
+    assert rows(st.hits, policy="platform-pass", policy_kind="gnp", action="pass") == 2
+    assert rows(st.hits, policy_kind="np", action="deny") == 2
+    assert rows(st.started, destination_workload="ledger-0") == 3  # a StatefulSet pod's own name
+
+
+def test_preview_only_where_the_pending_verdict_differs() -> None:
+    pipe, st = stage()
+    allow = hit("np", "allow-web", "allow", "shop", index=0)
+    feed(pipe, [
+        # a staged deny before the allow: would deny what is allowed today
+        flow(POD_A, POD_B, 80, "allow", "src", 1, enforced=[allow],
+             pending=[hit("snp", "lockdown", "deny", "shop", index=0),
+                      hit("np", "allow-web", "allow", "shop", index=1)],
+             connections=(4, 0, 0)),
+        # staged policy agrees with today's verdict: nothing to preview
+        flow(POD_A, POD_B, 81, "allow", "src", 1, enforced=[allow], pending=[allow], connections=(7, 0, 0)),
+        # a staged allow would open what is denied today
+        flow(POD_A, POD_B, 82, "deny", "dst", 1, enforced=[hit("gnp", "default-deny", "deny")],
+             pending=[hit("sgnp", "open-82", "allow", index=0)], connections=(3, 0, 0)),
+    ])
+    assert st.preview.total() == 7
+    assert rows(st.preview, policy="shop/lockdown", enforced_action="allow", pending_action="deny") == 4
+    assert rows(st.preview, policy="open-82", policy_kind="sgnp", enforced_action="deny",
+                pending_action="allow", reporter="dst") == 3
+
+
+def test_exact_totals_past_the_series_cap_and_every_record_counted_once() -> None:
+    pipe, st = stage(max_series=10)
+    flows = [flow(POD_A, ("pod", "shop", f"svc{i}-*"), 80, "allow", "src", 10, connections=(i + 1, 0, 0),
+                  bytes_=(i, 2 * i)) for i in range(50)]
+    feed(pipe, flows + flows[:5])  # five resent
+    assert len(st.started) == 10
+    assert st.started.total() == sum(range(1, 51))
+    assert st.bytes.total() == 3 * sum(range(50))
+    assert st.started.overflowed > 0
+    assert pipe.out.inputs == {("felix", "parsed"): 50, ("felix", "ignored"): 5}
+
+
+def test_dedupe_memory_is_bounded_and_the_bound_is_reported() -> None:
+    pipe, st = stage(felix_dedupe_max=100)
+    feed(pipe, [flow(POD_A, POD_B, 80, "allow", "src", 1000 + i, connections=(1, 0, 0)) for i in range(300)])
+    assert st.dedupe_entries() == 100
+    assert st.dedupe_evicted == 200
+    # flows older than Felix can resend are forgotten without counting as evictions
+    pipe2, st2 = stage()
+    feed(pipe2, [flow(POD_A, POD_B, 80, "allow", "src", t, connections=(1, 0, 0)) for t in (0, 10, 2000)])
+    assert st2.dedupe_entries() == 1 and st2.dedupe_evicted == 0
+
+
+def test_live_connections_follow_the_newest_interval() -> None:
+    t = LiveTable("live", ("a",), 100)
+    t.update([(("x",), 100, 3), (("x",), 100, 2), (("y",), 100, 1)])
+    assert dict(t.snapshot()) == {("x",): 5, ("y",): 1}
+    t.update([(("x",), 115, 4)])  # next interval: x replaced, y still within the previous one
+    assert dict(t.snapshot()) == {("x",): 4, ("y",): 1}
+    t.update([(("x",), 130, 1), (("x",), 100, 9)])  # y two intervals old: gone; a late old flow ignored
+    assert dict(t.snapshot()) == {("x",): 1}
+    assert t.expired == 1
+
+
+def test_pod_granularity_and_namespace_granularity() -> None:
+    pipe, st = stage(source_granularity="namespace")
+    feed(pipe, [flow(POD_A, POD_B, 80, "allow", "src", 1, connections=(1, 0, 0))])
+    assert rows(st.started, source_namespace="shop", source_workload="", destination_workload="ledger-0") == 1
+
+
+def test_proto_generated_code_is_current(tmp_path: Path) -> None:
+    proto = ROOT / "exporter" / "calico_lens" / "proto" / "goldmane.proto"
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", str(ROOT / "exporter"),
+                    f"--python_out={tmp_path}", str(proto)], check=True)
+    fresh = (tmp_path / "calico_lens" / "proto" / "goldmane_pb2.py").read_text()
+    assert fresh == (proto.parent / "goldmane_pb2.py").read_text(), \
+        "goldmane_pb2.py is stale: regenerate it (command in goldmane.proto)"
+
+
+def test_proto_field_numbers_match_calico_release() -> None:
+    """The numbers Felix 3.30 … 3.33 send (goldmane/proto/api.proto on the release branches)."""
+    from calico_lens.proto import goldmane_pb2 as pb
+
+    def numbers(msg) -> dict[str, int]:
+        return {f.name: f.number for f in msg.DESCRIPTOR.fields}
+
+    assert numbers(pb.FlowUpdate) == {"flow": 1}
+    assert numbers(pb.Flow) == {"Key": 1, "start_time": 2, "end_time": 3, "source_labels": 4, "dest_labels": 5,
+                                "packets_in": 6, "packets_out": 7, "bytes_in": 8, "bytes_out": 9,
+                                "num_connections_started": 10, "num_connections_completed": 11,
+                                "num_connections_live": 12}
+    assert numbers(pb.FlowKey)["reporter"] == 13 and numbers(pb.FlowKey)["policies"] == 15
+    assert numbers(pb.PolicyHit) == {"kind": 1, "namespace": 2, "name": 3, "tier": 4, "action": 5,
+                                     "policy_index": 6, "rule_index": 7, "trigger": 8}
+    assert pb.DESCRIPTOR.services_by_name["FlowCollector"].full_name == "goldmane.FlowCollector"
+
+
+# --- the source registry: one grammar for config, CLI, agent, chart and README ----------------------
+@pytest.mark.parametrize(("spec", "kind", "arg"), [
+    ("kmsg", "kmsg", ""), ("trace", "trace", ""), ("trace:/t/trace_pipe", "trace", "/t/trace_pipe"),
+    ("file:/var/log/kern.log", "file", "/var/log/kern.log"), ("forward:127.0.0.1:24224", "forward", "127.0.0.1:24224"),
+    ("forward:unix:/run/fb.sock", "forward", "unix:/run/fb.sock"), ("http::8888", "http", ":8888"),
+    ("felix", "felix", "unix:/var/run/calico/flows/flows.sock"),
+    ("felix:unix:/tmp/f.sock", "felix", "unix:/tmp/f.sock"),
+])
+def test_registry_parses(spec: str, kind: str, arg: str) -> None:
+    s = registry.parse(spec)
+    assert (s.kind, s.arg) == (kind, arg)
+
+
+@pytest.mark.parametrize("spec", ["felix:/tmp/x.sock", "felix:unix:", "kmsg:x", "file:", "forward:host",
+                                  "http:unix:/x", "forward:1.2.3.4:99999", "nope"])
+def test_registry_refuses_with_every_form_named(spec: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load(overrides={"sources": [spec]})
+    assert "felix:unix:PATH" in str(e.value) and "forward:HOST:PORT" in str(e.value)
+
+
+def test_every_kind_has_a_builder_the_chart_and_the_readme_agree() -> None:
+    agent = Agent(Config())
+    for kind in registry.KINDS:
+        assert callable(getattr(agent, f"_build_{kind.name}", None)), kind.name
+    schema = json.loads((ROOT / "helm" / "calico-lens" / "values.schema.json").read_text())
+    chart = schema["properties"]["agent"]["properties"]["sources"]["items"]["enum"]
+    assert sorted(chart) == sorted(k.name for k in registry.KINDS if k.chart)
+    readme = (ROOT / "README.md").read_text()
+    for form in registry.forms():
+        assert f"`{form}`" in readme, f"README does not name the source form {form}"
+    help_text = subprocess.run([sys.executable, "-m", "calico_lens", "agent", "--help"], capture_output=True,
+                               text=True, check=True).stdout
+    assert "felix:unix:PATH" in " ".join(help_text.split())
