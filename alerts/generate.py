@@ -51,6 +51,8 @@ SETTINGS: dict[str, Any] = {
     "tcp_for": "15m",
     "unreplied_rate": 0.05,  # unanswered connections per second (3 a minute) to one destination
     "unreplied_for": "10m",
+    "staged_for": "15m",  # a staged policy that would deny allowed traffic, judged over this long
+    "felix_absent_for": "15m",  # an agent with the felix source and no Felix stream for this long
     "score_drop": 10,  # points below the day's best
     "score_for": "15m",
     "runbook_url": "https://github.com/calico-lens/calico-lens/blob/main/alerts/runbook.md",
@@ -248,7 +250,37 @@ def build(settings: dict[str, Any] | None = None) -> dict:
                    "traffic; it had one in the last day.", s),
         ],
     }
-    return {"groups": [flows_group, dns_group, tcp_group, posture_group, agent_group]}
+    started = n.CONNS_STARTED + "_total"
+    preview = n.POLICY_PREVIEW + "_total"
+    pair = "source_namespace, source_workload, destination_namespace, destination_workload, destination_kind"
+    records_group = {
+        "name": "calico-lens-flow-records",
+        "rules": [
+            # Each connection once: a denial is reported only by the end that denied it; an allowed
+            # connection by the destination's node when it is a pod or host, else by the source's.
+            {"record": n.REC_CONNECTIONS,
+             "expr": f"sum by ({pair}, action) (\n"
+                     f'  rate({started}{{action="deny"}}[5m])\n'
+                     f'  or rate({started}{{action!="deny",reporter="dst"}}[5m])\n'
+                     f'  or rate({started}{{action!="deny",reporter="src",destination_kind!~"pod|host"}}[5m])\n)'},
+            {"record": n.REC_PREVIEW,
+             "expr": "max by (policy, tier, enforced_action, pending_action) (\n"
+                     "  sum by (policy, tier, enforced_action, pending_action, reporter) "
+                     f"(rate({preview}[15m]))\n)"},
+            _alert("CalicoLensStagedPolicyWouldDeny",
+                   f'{n.REC_PREVIEW}{{enforced_action="allow",pending_action="deny"}} > 0',
+                   "warning", "A staged policy would deny traffic that is allowed today.",
+                   "Staged policy {{ $labels.policy }} (tier {{ $labels.tier }}) would deny {{ $value | humanize }} "
+                   "connections/s that are allowed now: enforcing it as it stands breaks them.", s, s["staged_for"]),
+            _alert("CalicoLensFelixNotConnected",
+                   f"max by (job, instance) ({n.FELIX_STREAMS}{{{job}}}) == 0", "warning",
+                   "No Felix sends flow records to a calico-lens agent.",
+                   "{{ $labels.instance }} has the felix source but no Felix stream: flowLogsLocalReporter is off, "
+                   "Calico is older than 3.30.1, or the socket directory is not shared with calico-node.",
+                   s, s["felix_absent_for"]),
+        ],
+    }
+    return {"groups": [flows_group, records_group, dns_group, tcp_group, posture_group, agent_group]}
 
 
 class _Dumper(yaml.SafeDumper):

@@ -127,3 +127,85 @@ class StandInFelix:
 def updates(flows: Iterable[pb.Flow]) -> Iterator[bytes]:
     for f in flows:
         yield pb.FlowUpdate(flow=f).SerializeToString()
+
+
+class DemoFlows:
+    """Felix's view of the demo cluster's traffic (demo/cluster.py's MIX), one flush at a time: both
+    reporting ends, policy traces that agree with the demo's policies, and a staged policy
+    (shop/default.frontend-public-lockdown) that would deny the frontend's calls to the internet,
+    which are allowed today."""
+
+    STAGED = ("snp", "shop", "default.frontend-public-lockdown")
+
+    def __init__(self, seed: int = 5, scale: float = 1.0):
+        import random
+
+        from calico_lens.demo import cluster
+
+        self.rng = random.Random(seed)
+        self.scale = scale
+        self.cluster = cluster
+
+    def _endpoint(self, dest: str) -> tuple[tuple[str, str, str], list[str]]:
+        if dest == "partner":
+            return ("networkset", "-", "partner-apis"), []
+        if dest == "public":
+            return ("net", "-", "pub"), []
+        if dest == "node":
+            return ("net", "-", "pvt"), []
+        return self._pod(dest)
+
+    def _pod(self, workload: str) -> tuple[tuple[str, str, str], list[str]]:
+        pod = self.cluster.BY_WORKLOAD[workload][0]
+        if pod.owner == "ReplicaSet":
+            rs = pod.name.rsplit("-", 1)[0]
+            return ("pod", pod.namespace, rs + "-*"), [f"app={workload}", f"pod-template-hash={rs.rsplit('-', 1)[1]}"]
+        return ("pod", pod.namespace, workload + "-*"), [f"app={workload}"]
+
+    def _egress(self, src: str, ns: str, dest: str, port: int) -> tuple[str, list[pb.PolicyHit]]:
+        hits = [hit("gnp", "platform.log-all-egress", "pass", tier="platform", index=0)]
+        if src == "checkout":
+            ok = dest in ("partner", "public") and port == 443
+            hits.append(hit("np", "default.checkout-egress", "allow" if ok else "deny", "payments", index=1,
+                            rule=1 if ok else 3))
+            return ("allow" if ok else "deny"), hits
+        hits.append(hit("pro", f"kns.{ns}", "allow", tier="__PROFILE__", index=1))
+        return "allow", hits
+
+    def _ingress(self, dest: str, ns: str, port: int) -> tuple[str, list[pb.PolicyHit]]:
+        for name, wl, want in (("default.backend-allow-frontend", "backend", 8080),
+                               ("default.postgres-allow-backend", "postgres", 5432)):
+            if dest == wl:
+                ok = port == want
+                return ("allow" if ok else "deny"), [hit("np", name, "allow" if ok else "deny", ns, index=0,
+                                                         rule=1 if ok else 3)]
+        return "allow", [hit("pro", f"kns.{ns}", "allow", tier="__PROFILE__", index=0)]
+
+    def flush(self, start: int) -> list[pb.Flow]:
+        out: list[pb.Flow] = []
+        for weight, src_wl, dest, proto, port in self.cluster.MIX:
+            n = max(1, round(weight * self.scale * self.rng.uniform(0.6, 1.4)))
+            src, src_labels = self._pod(src_wl)
+            dst, dst_labels = self._endpoint(dest)
+            proto_name = proto.lower()
+            port = port if proto_name != "icmp" else 0
+            action, enforced = self._egress(src_wl, src[1], dest, port)
+            pending = list(enforced)
+            if src_wl == "frontend" and dest == "public":
+                kind, ns, name = self.STAGED
+                pending = [enforced[0], hit(kind, name, "deny", ns, index=1)]
+            done = n - self.rng.randint(0, max(0, n // 4))
+            size = self.rng.randint(400, 4000)
+            stats = {"connections": (n, done if action == "allow" else 0, n - done if action == "allow" else 0),
+                     "packets": ((n * 6, n * 8) if action == "allow" else (0, n * 2)),
+                     "bytes_": ((n * size * 4, n * size) if action == "allow" else (0, n * 120))}
+            out.append(flow(src, dst, port, action, "src", start, proto=proto_name, enforced=enforced,
+                            pending=pending, src_labels=src_labels, dst_labels=dst_labels, **stats))
+            if action == "allow" and dst[0] == "pod":
+                verdict, hits = self._ingress(dest, dst[1], port)
+                in_stats = {"connections": stats["connections"] if verdict == "allow" else (n, 0, 0),
+                            "packets": (stats["packets"][1], stats["packets"][0]) if verdict == "allow" else (n * 2, 0),
+                            "bytes_": (stats["bytes_"][1], stats["bytes_"][0]) if verdict == "allow" else (n * 120, 0)}
+                out.append(flow(src, dst, port, verdict, "dst", start, proto=proto_name, enforced=hits,
+                                pending=hits, src_labels=src_labels, dst_labels=dst_labels, **in_stats))
+        return out

@@ -55,6 +55,20 @@ def _writer(path: Path, rate: float, stop: threading.Event) -> None:
             fh.flush()
 
 
+def _felix(sock: str, interval: float, stop: threading.Event) -> None:
+    """A stand-in Felix: the demo's traffic as Felix flow records over the real socket and protocol."""
+    from calico_lens.demo.felix import DemoFlows, StandInFelix
+
+    gen = DemoFlows(seed=int(time.time()), scale=interval / 5)
+    felix = StandInFelix(sock)
+    while not stop.wait(interval):
+        try:
+            felix.send(gen.flush(int(time.time())))
+        except Exception:  # the agent is stopping or restarting: Felix reconnects and resends next round
+            time.sleep(1)
+    felix.close()
+
+
 def start_prometheus(workdir: Path, target: str, port: int, inventory: str,
                      alertmanager: str | None = None) -> subprocess.Popen | None:
     binary = shutil.which("prometheus")
@@ -108,7 +122,9 @@ def run_demo(args: argparse.Namespace) -> int:
     if not _port_free(int(port)):
         port = str(_free_port())
     address = f"{host or '127.0.0.1'}:{port}"
-    cfg = Config(log_prefix=LOG_PREFIX, sources=[f"file:{log}"], metrics_address=address, snapshot=str(snap))
+    sock = str(workdir / "felix" / "flows.sock")
+    cfg = Config(log_prefix=LOG_PREFIX, sources=[f"file:{log}", f"felix:unix:{sock}"], metrics_address=address,
+                 snapshot=str(snap))
     agent = Agent(cfg)
     agent.start(kube=False)
     # The cluster-wide inventory (policy board, security score) on the same made-up cluster.
@@ -118,9 +134,12 @@ def run_demo(args: argparse.Namespace) -> int:
     inv_httpd = serve("127.0.0.1", int(inv_address.rsplit(":", 1)[1]), inventory.exposition, inventory.ready)
     stop = threading.Event()
     threading.Thread(target=_writer, args=(log, args.rate, stop), daemon=True).start()
+    threading.Thread(target=_felix, args=(sock, 5.0, stop), daemon=True).start()
 
     print("calico-lens demo: a made-up cluster (shop, payments, kube-system, monitoring) with generated")
-    print(f"Calico LOG lines ({args.rate:.0f}/s) and CoreDNS query lines flowing through the real agent pipeline.")
+    print(f"Calico LOG lines ({args.rate:.0f}/s) and CoreDNS query lines flowing through the real agent pipeline,")
+    print("and the same traffic as Felix flow records (a stand-in Felix on the agent's gRPC socket every 5 s,")
+    print("with a staged policy that would deny the frontend's calls to the internet).")
     print(f"  metrics      http://{address}/metrics")
     print(f"  inventory    http://{inv_address}/metrics  (policy board, security score)")
     prom = am = hook = None
@@ -138,6 +157,7 @@ def run_demo(args: argparse.Namespace) -> int:
             print(f"  alertmanager http://{am_address}  (example routing; notifications are printed here)")
     print(f"  files        {workdir} (snapshot, generated kern.log)")
     print(f"Try: curl -s http://{address}/metrics | grep 'action=\"deny\"'")
+    print(f"     curl -s http://{address}/metrics | grep policy_preview")
     print("Stop with Ctrl-C." if not args.duration else f"Stopping after {args.duration:.0f} s.")
     sys.stdout.flush()
 

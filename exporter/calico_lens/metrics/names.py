@@ -53,6 +53,8 @@ REC_DNS_P99 = "namespace:calico_lens_dns_request_duration_seconds:p99_rate10m"
 REC_RETRANS_RATIO = "namespace_workload:calico_lens_tcp_retransmitted_segments:ratio_rate10m"
 REC_RTT_AVG = "namespace_workload:calico_lens_tcp_rtt_seconds:avg_rate10m"
 REC_RTT_AVG_BASELINE = "namespace_workload:calico_lens_tcp_rtt_seconds:avg_rate10m_baseline"
+REC_CONNECTIONS = "namespace_workload:calico_lens_connections_started:rate5m"  # each connection once
+REC_PREVIEW = "policy:calico_lens_policy_preview_connections:rate15m"
 
 # DNS (CoreDNS log plugin).
 DNS_REQUESTS = f"{PREFIX}_dns_requests"  # _total
