@@ -36,8 +36,27 @@ RATE = "$__rate_interval"
 DENY, ALLOW, PASS = "red", "green", "blue"
 FLOWS = n.FLOWS + "_total"
 DNS = n.DNS_REQUESTS + "_total"
+CONNS = n.CONNS_STARTED + "_total"
 UIDS = {"health": "calico-lens-health", "posture": "calico-lens-posture", "dns": "calico-lens-dns",
-        "flows": "calico-lens-flows", "policy": "calico-lens-policy", "tcp": "calico-lens-tcp"}
+        "flows": "calico-lens-flows", "policy": "calico-lens-policy", "tcp": "calico-lens-tcp",
+        "preview": "calico-lens-preview"}
+
+
+def connections(by: str, sel: str = "") -> str:
+    """Connections started per second from Felix's records, each connection once: a denial from the
+    end that denied it; an allowed connection from the destination's node when it is a pod or host,
+    else from the source's (the rule behind namespace_workload:calico_lens_connections_started:rate5m)."""
+    extra = f",{sel}" if sel else ""
+    return (f"sum by ({by}) (rate({CONNS}{{{SEL}{extra},action=\"deny\"}}[{RATE}]) "
+            f"or rate({CONNS}{{{SEL}{extra},action!=\"deny\",reporter=\"dst\"}}[{RATE}]) "
+            f"or rate({CONNS}{{{SEL}{extra},action!=\"deny\",reporter=\"src\",destination_kind!~\"pod|host\"}}"
+            f"[{RATE}]))")
+
+
+def connections_or_flows(by: str, sel: str = "") -> str:
+    """Felix's connections where an agent has them, logged flows (Log rules) otherwise."""
+    extra = f",{sel}" if sel else ""
+    return f"{connections(by, sel)} or sum by ({by}) (rate({FLOWS}{{{SEL}{extra}}}[{RATE}]))"
 
 
 def templating(namespace_source: str = f"{FLOWS}", namespace_label: str = "destination_namespace") -> Templating:

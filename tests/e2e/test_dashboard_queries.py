@@ -43,7 +43,8 @@ def board_queries(uids: set[str] | None = None, skip: set[str] | None = None) ->
 
 
 def substitute(expr: str) -> str:
-    return (expr.replace("$__rate_interval", "1m").replace("$cluster", ".*").replace("$namespace", ".*")
+    return (expr.replace("$__rate_interval", "1m").replace("$__range", "5m").replace("$cluster", ".*")
+            .replace("$namespace", ".*")
             .replace("${__url_time_range}", ""))
 
 

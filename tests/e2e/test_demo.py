@@ -15,7 +15,7 @@ from tests.prom import free_port
 
 def test_demo_serves_flows_and_prometheus_scrapes_them() -> None:
     mport, pport, aport = free_port(), free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "calico_lens", "demo", "--duration", "45", "--rate", "500",
+    proc = subprocess.Popen([sys.executable, "-m", "calico_lens", "demo", "--duration", "90", "--rate", "500",
                              "--metrics-address", f"127.0.0.1:{mport}", "--prometheus-port", str(pport),
                              "--alertmanager-port", str(aport)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -71,6 +71,15 @@ def test_demo_serves_flows_and_prometheus_scrapes_them() -> None:
             time.sleep(0.5)
         fired = [x for x in output if "firing CalicoLensPolicyStartedDenying" in x]
         assert fired and all(x.startswith("  alert → team: ") and "[warning] Policy " in x for x in fired), output
+        # Felix's records through the stand-in Felix: connections, and the staged policy's preview
+        preview = requests.get(url, params={"query": "calico_lens_policy_preview_connections_total"},
+                               timeout=5).json()["data"]["result"]
+        assert {(r["metric"]["policy"], r["metric"]["pending_action"]) for r in preview} >= {
+            ("shop/default.frontend-public-lockdown", "deny"), ("payments/default.checkout-allow-dns", "allow")}
+        while time.monotonic() < end + 60 and not any("firing CalicoLensStagedPolicyWouldDeny" in x for x in output):
+            time.sleep(0.5)
+        staged = [x for x in output if "firing CalicoLensStagedPolicyWouldDeny" in x]
+        assert staged and "shop/default.frontend-public-lockdown" in staged[0], output
     finally:
         proc.terminate()
         proc.wait(20)

@@ -32,7 +32,8 @@ def test_generated_json_is_up_to_date() -> None:
     p = subprocess.run([sys.executable, str(DASH / "build.py"), "--check"], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
     assert {b["uid"] for b in BOARDS.values()} == {"calico-lens-health", "calico-lens-posture", "calico-lens-dns",
-                                                   "calico-lens-flows", "calico-lens-policy", "calico-lens-tcp"}
+                                                   "calico-lens-flows", "calico-lens-policy", "calico-lens-tcp",
+                                                   "calico-lens-preview"}
 
 
 @pytest.mark.parametrize("name", sorted(BOARDS))

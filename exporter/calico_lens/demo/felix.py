@@ -133,9 +133,11 @@ class DemoFlows:
     """Felix's view of the demo cluster's traffic (demo/cluster.py's MIX), one flush at a time: both
     reporting ends, policy traces that agree with the demo's policies, and a staged policy
     (shop/default.frontend-public-lockdown) that would deny the frontend's calls to the internet,
-    which are allowed today."""
+    which are allowed today, and one (payments/default.checkout-allow-dns) that would allow the DNS
+    lookups checkout's egress policy denies today."""
 
     STAGED = ("snp", "shop", "default.frontend-public-lockdown")
+    STAGED_FIX = ("snp", "payments", "default.checkout-allow-dns")  # would allow checkout's denied DNS
 
     def __init__(self, seed: int = 5, scale: float = 1.0):
         import random
@@ -194,6 +196,9 @@ class DemoFlows:
             if src_wl == "frontend" and dest == "public":
                 kind, ns, name = self.STAGED
                 pending = [enforced[0], hit(kind, name, "deny", ns, index=1)]
+            elif src_wl == "checkout" and dest == "coredns":
+                kind, ns, name = self.STAGED_FIX
+                pending = [enforced[0], hit(kind, name, "allow", ns, index=1)]
             done = n - self.rng.randint(0, max(0, n // 4))
             size = self.rng.randint(400, 4000)
             stats = {"connections": (n, done if action == "allow" else 0, n - done if action == "allow" else 0),
