@@ -66,6 +66,7 @@ class Config:
     felix_idle_timeout: float = 900.0  # a stream silent this long is closed (Felix flushes every 5 min by default)
     felix_absent_after: float = 60.0  # no Felix connected this long: not ready, with the fix in the message
     felix_dedupe_max: int = 200000  # (key, start, end) entries kept to drop Felix's resends
+    felix_label_cache_size: int = 20000  # distinct Felix flow keys whose labels are remembered
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -122,7 +123,7 @@ def validate_source(spec: str) -> str:
 def _coerce(name: str, value: Any) -> Any:
     if name in ("forward_max_frame_bytes", "forward_max_connections"):
         return _int(name, value, 1)
-    if name in ("felix_max_message_bytes", "felix_max_streams", "felix_dedupe_max"):
+    if name in ("felix_max_message_bytes", "felix_max_streams", "felix_dedupe_max", "felix_label_cache_size"):
         return _int(name, value, 1)
     if name in ("forward_idle_timeout", "forward_frame_timeout", "felix_idle_timeout", "felix_absent_after"):
         return _duration(name, value)

@@ -65,9 +65,7 @@ class FlowPipeline:
         malformed (records: a resend of a flow already counted is ignored)."""
         if isinstance(batch, RecordBatch):
             parsed, dup, bad = self.enable_records().add(batch, lambda reason, n: self.source_error(source, reason, n))
-            self.count_input(source, "parsed", parsed)
-            self.count_input(source, "ignored", dup)
-            self.count_input(source, "malformed", bad)
+            self.out.count_inputs(source, parsed, dup, bad)
         else:
             self.process(source, batch)
 

@@ -7,6 +7,7 @@ minutes after every reconnect. Labels are computed once per distinct key (its by
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 
@@ -15,7 +16,7 @@ from calico_lens.enrich import PROTOCOLS
 from calico_lens.kube import endpoints as ep
 from calico_lens.metrics import names
 from calico_lens.metrics.table import LabelTable, LiveTable
-from calico_lens.parse.felix_flow import FlowRecord, RecordError, check_shape, decode
+from calico_lens.parse.felix_flow import FlowRecord, RecordError, check_shape, decode, fields_fast
 from calico_lens.proto import goldmane_pb2 as pb
 
 ACTIONS = {pb.Allow: "allow", pb.Deny: "deny", pb.Pass: "pass"}
@@ -59,6 +60,10 @@ def aggregate_workload(name: str, labels: list[str] | tuple[str, ...]) -> str:
     if not labels:  # Felix sends only the labels all pods share; none at all: judge by the name
         return ep._cronjob_of(ep._strip_hash(base, None))
     return ep._cronjob_of(base)
+
+
+def _interned(labels: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(map(sys.intern, labels))
 
 
 def _policy_label(hit: pb.PolicyHit) -> tuple[str, str, str]:
@@ -160,21 +165,20 @@ class FlowRecordStage:
             preview = (*pair, ppol, pkind, ptier, action, ACTIONS[p.action], reporter)
         # Felix counts bytes in/out at the reporting end; our "out" is always what the source sent.
         d_in, d_out = ("in", "out") if reporter == "src" else ("out", "in")
-        return _Labels(flow, (*base, d_in, reporter), (*base, d_out, reporter), hits, preview)
+        # Label values repeat across keys (namespaces, workloads, policies): share one copy of each.
+        return _Labels(_interned(flow), _interned((*base, d_in, reporter)), _interned((*base, d_out, reporter)),
+                       tuple(_interned(h) for h in hits), _interned(preview) if preview else None)
 
-    def labels_for(self, rec: FlowRecord) -> _Labels:
-        got = self._labels.get(rec.key)
-        if got is None:
-            try:
-                got = self._compute(rec)
-            except RecordError as e:
-                got = e
-            if len(self._labels) >= self.cfg.enrich_cache_size:
-                self.label_evictions += len(self._labels)
-                self._labels.clear()
-            self._labels[rec.key] = got
-        if isinstance(got, RecordError):
-            raise got
+    def _miss(self, key: bytes, raw: bytes, rec: FlowRecord | None) -> _Labels | RecordError:
+        """Labels for a key not seen before (or a refusal), from the fully decoded message."""
+        try:
+            got: _Labels | RecordError = self._compute(rec or decode(raw))
+        except RecordError as e:
+            got = e
+        if len(self._labels) >= self.cfg.felix_label_cache_size:
+            self.label_evictions += len(self._labels)
+            self._labels.clear()
+        self._labels[key] = got
         return got
 
     # -- the counted entry ----------------------------------------------------------------------
@@ -182,58 +186,68 @@ class FlowRecordStage:
         """Count a batch of raw FlowUpdate messages. Returns (parsed, duplicate, malformed); every
         malformed one is also reported to ``error`` with its reason."""
         parsed = dup = bad = 0
-        started: dict[tuple, int] = {}
-        completed: dict[tuple, int] = {}
-        vol_b: dict[tuple, int] = {}
-        vol_p: dict[tuple, int] = {}
-        hits: dict[tuple, int] = {}
-        preview: dict[tuple, int] = {}
+        # (labels, n) rows, appended: Felix aggregates per interval, so nearly every record of a
+        # flush is a new label set and summing here first would only double the dict work.
+        started: list[tuple[tuple, int]] = []
+        completed: list[tuple[tuple, int]] = []
+        vol_b: list[tuple[tuple, int]] = []
+        vol_p: list[tuple[tuple, int]] = []
+        hits: list[tuple[tuple, int]] = []
+        preview: list[tuple[tuple, int]] = []
         live: list[tuple[tuple, int, int]] = []
+        fast, cache = fields_fast, self._labels
         with self._lock:
             seen = self._seen
             limit = self.cfg.felix_max_message_bytes
             for raw in raws:
+                rec = None
                 try:
                     if len(raw) > limit:
                         raise RecordError("oversize", f"{len(raw)} bytes > felix_max_message_bytes {limit}")
-                    rec = decode(raw)
-                    lab = self.labels_for(rec)
+                    f = fast(raw) if fast is not None else None
+                    if f is None:  # no C scanner, or a message it leaves to protobuf
+                        rec = decode(raw)
+                        f = rec[:10]
+                    lab = cache.get(f[0]) or self._miss(f[0], raw, rec)
+                    if isinstance(lab, RecordError):
+                        raise lab
                 except RecordError as e:
                     bad += 1
                     error(e.reason, 1)
                     continue
-                ident = hash((rec.key, rec.start, rec.end))
+                key, start, end, p_in, p_out, b_in, b_out, n_started, n_completed, n_live = f
+                ident = hash((key, start, end))
                 if ident in seen:
                     dup += 1
                     continue
-                seen[ident] = rec.start
-                if rec.start > self._newest:
-                    self._newest = rec.start
+                seen[ident] = start
+                if start > self._newest:
+                    self._newest = start
                 parsed += 1
                 fl = lab.flow
-                if rec.started:
-                    started[fl] = started.get(fl, 0) + rec.started
-                    for h in lab.hits:
-                        hits[h] = hits.get(h, 0) + rec.started
+                if n_started:
+                    started.append((fl, n_started))
+                    hits.extend((h, n_started) for h in lab.hits)
                     if lab.preview is not None:
-                        preview[lab.preview] = preview.get(lab.preview, 0) + rec.started
-                if rec.completed:
-                    completed[fl] = completed.get(fl, 0) + rec.completed
-                live.append((fl, rec.start, rec.live))
-                for key, b, p in ((lab.volume_in, rec.bytes_in, rec.packets_in),
-                                  (lab.volume_out, rec.bytes_out, rec.packets_out)):
-                    if b:
-                        vol_b[key] = vol_b.get(key, 0) + b
-                    if p:
-                        vol_p[key] = vol_p.get(key, 0) + p
+                        preview.append((lab.preview, n_started))
+                if n_completed:
+                    completed.append((fl, n_completed))
+                live.append((fl, start, n_live))
+                if b_in:
+                    vol_b.append((lab.volume_in, b_in))
+                if b_out:
+                    vol_b.append((lab.volume_out, b_out))
+                if p_in:
+                    vol_p.append((lab.volume_in, p_in))
+                if p_out:
+                    vol_p.append((lab.volume_out, p_out))
             self._trim()
-        self.started.add_counts(started.items())
-        self.completed.add_counts(completed.items())
-        self.bytes.add_counts(vol_b.items())
-        self.packets.add_counts(vol_p.items())
-        self.hits.add_counts(hits.items())
-        self.preview.add_counts(preview.items())
-        self.live.update(live)
+        for table, rows in ((self.started, started), (self.completed, completed), (self.bytes, vol_b),
+                            (self.packets, vol_p), (self.hits, hits), (self.preview, preview)):
+            if rows:
+                table.add_counts(rows)
+        if live:
+            self.live.update(live)
         return parsed, dup, bad
 
     def _trim(self) -> None:

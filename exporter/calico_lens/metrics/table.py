@@ -137,6 +137,7 @@ class LiveTable:
     def update(self, items: Iterable[tuple[Labels, int, int]]) -> None:
         with self._lock:
             rows, starts = self._rows, self._starts
+            oldest = starts[0] if starts else None
             for key, start, live in items:
                 if start not in starts and (len(starts) < 2 or start > starts[0]):
                     starts.append(start)
@@ -154,7 +155,7 @@ class LiveTable:
                     row[0], row[1] = start, live
                 elif start == row[0]:
                     row[1] += live
-            if starts:
+            if starts and starts[0] != oldest:  # a new interval began: retire what the one before left
                 old = [k for k, r in rows.items() if r[0] < starts[0]]
                 for k in old:
                     del rows[k]

@@ -32,6 +32,14 @@ class Tables:
             with self._lock:
                 self.inputs[(source, result)] = self.inputs.get((source, result), 0) + n
 
+    def count_inputs(self, source: str, parsed: int, ignored: int, malformed: int) -> None:
+        """All three results of one batch under one lock."""
+        with self._lock:
+            inputs = self.inputs
+            for result, n in (("parsed", parsed), ("ignored", ignored), ("malformed", malformed)):
+                if n:
+                    inputs[(source, result)] = inputs.get((source, result), 0) + n
+
     def source_error(self, source: str, reason: str, n: int = 1) -> None:
         with self._lock:
             self.source_errors[(source, reason)] = self.source_errors.get((source, reason), 0) + n

@@ -201,8 +201,75 @@ fail:
     return NULL;
 }
 
+/*
+ * flow_fields(raw): the fields of a goldmane.FlowUpdate that the record stage needs per record,
+ * without building protobuf objects: (key bytes, start, end, packets in/out, bytes in/out,
+ * connections started/completed/live). Returns None for anything but a plain, complete message
+ * (a field twice, a wire type other than the release shape's, truncation, non-ASCII labels); the
+ * caller then decodes with protobuf, which accepts or refuses it. A test holds both paths equal.
+ */
+static int read_varint(P *p, P end, unsigned long long *out) {
+    unsigned long long v = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        unsigned char b = *(*p)++;
+        v |= (unsigned long long)(b & 0x7f) << shift;
+        if (b < 0x80) { *out = v; return 1; }
+    }
+    return 0;
+}
+
+static int skip_field(P *p, P end, unsigned wire) {
+    unsigned long long n;
+    switch (wire) {
+    case 0: return read_varint(p, end, &n);
+    case 1: if (end - *p < 8) return 0; *p += 8; return 1;
+    case 2: if (!read_varint(p, end, &n) || n > (unsigned long long)(end - *p)) return 0; *p += n; return 1;
+    case 5: if (end - *p < 4) return 0; *p += 4; return 1;
+    default: return 0;
+    }
+}
+
+static PyObject *flow_fields(PyObject *self, PyObject *arg) {
+    char *buf; Py_ssize_t len;
+    if (PyBytes_AsStringAndSize(arg, &buf, &len) < 0) return NULL;
+    P p = (P)buf, end = p + len, flow = NULL, fend = NULL, key = NULL;
+    unsigned long long tag, n, key_len = 0, v[13] = {0};
+    while (p < end) {  /* FlowUpdate: field 1 = Flow, once */
+        if (!read_varint(&p, end, &tag)) Py_RETURN_NONE;
+        if (tag == 0x0a) {
+            if (flow || !read_varint(&p, end, &n) || n > (unsigned long long)(end - p)) Py_RETURN_NONE;
+            flow = p; fend = p + n; p += n;
+        } else if ((tag >> 3) == 1 || !skip_field(&p, end, tag & 7)) {
+            Py_RETURN_NONE;
+        }
+    }
+    if (!flow) Py_RETURN_NONE;
+    p = flow;
+    while (p < fend) {
+        if (!read_varint(&p, fend, &tag)) Py_RETURN_NONE;
+        unsigned field = (unsigned)(tag >> 3), wire = tag & 7;
+        if (field == 1) {
+            if (key || wire != 2 || !read_varint(&p, fend, &n) || n > (unsigned long long)(fend - p)) Py_RETURN_NONE;
+            key = p; key_len = n; p += n;
+        } else if (field == 4 || field == 5) {
+            if (wire != 2 || !read_varint(&p, fend, &n) || n > (unsigned long long)(fend - p)) Py_RETURN_NONE;
+            for (P q = p; q < p + n; q++) if (*q >= 0x80) Py_RETURN_NONE;  /* labels are ASCII */
+            p += n;
+        } else if (field >= 2 && field <= 12) {
+            if (wire != 0 || !read_varint(&p, fend, &v[field])) Py_RETURN_NONE;
+        } else if (field == 0 || !skip_field(&p, fend, wire)) {
+            Py_RETURN_NONE;
+        }
+    }
+    if (!key) Py_RETURN_NONE;
+    return Py_BuildValue("(y#LLLLLLLLL)", (const char *)key, (Py_ssize_t)key_len,
+                         (long long)v[2], (long long)v[3], (long long)v[6], (long long)v[7], (long long)v[8],
+                         (long long)v[9], (long long)v[10], (long long)v[11], (long long)v[12]);
+}
+
 static PyMethodDef methods[] = {
     {"scan", scan, METH_O, "scan(text) -> (counts, lines, ignored, malformed, sample) or None"},
+    {"flow_fields", flow_fields, METH_O, "flow_fields(raw FlowUpdate) -> (key, start, end, 7 counters) or None"},
     {NULL, NULL, 0, NULL},
 };
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_scan", NULL, -1, methods};

@@ -1,0 +1,144 @@
+"""The felix source: FlowUpdates per second per core through the real socket with receipts, the
+decode → aggregate stage alone, and resident memory with 1M distinct flow keys.
+
+    .venv/bin/python bench/bench_felix.py [--updates 60000] [--clients 2] [--keys 1000000]
+
+End to end, stand-in Felix clients (the real grpcio client, one FlowUpdate then one FlowReceipt, as
+Felix does) run in their own processes; the figure is the agent's own CPU time from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "exporter"))
+sys.path.insert(0, str(ROOT))
+
+from calico_lens.config import Config  # noqa: E402
+from calico_lens.demo.felix import StandInFelix, flow, hit, updates  # noqa: E402
+from calico_lens.kube.metadata import MetadataStore  # noqa: E402
+from calico_lens.pipeline import FlowPipeline, RecordBatch  # noqa: E402
+
+from tests.prom import free_port, wait_http  # noqa: E402
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def sample_flows(n: int, keys: int, start: int = 1_800_000_000) -> list[bytes]:
+    """n realistic updates over ``keys`` distinct flow keys, each key once per 15 s interval."""
+    allow = [hit("gnp", "platform-pass", "pass", tier="platform", index=0),
+             hit("np", "allow-web", "allow", "shop", index=1, rule=2)]
+    staged = [allow[0], hit("snp", "lockdown", "deny", "shop", index=1)]
+    out = []
+    for i in range(n):
+        k = i % keys
+        out.append(flow(("pod", f"ns{k % 50}", f"client{k}-7d9c5b8f4-*"), ("pod", "shop", f"web{k % 300}-5f6d7c8b9-*"),
+                        8080 + k % 7, "allow", "src" if k % 2 else "dst", start + 15 * (i // keys), enforced=allow,
+                        pending=staged if k % 5 == 0 else allow,
+                        src_labels=["app=client", "pod-template-hash=7d9c5b8f4"],
+                        dst_labels=["app=web", "pod-template-hash=5f6d7c8b9"], packets=(12, 10),
+                        bytes_=(12000, 1500), connections=(3, 2, 1)))
+    return list(updates(out))
+
+
+def _client(sock: str, raws: list[bytes]) -> None:
+    felix = StandInFelix(sock)
+    for raw in raws:
+        felix.send_raw(raw, cache=False)
+    felix.close()
+
+
+def end_to_end(n: int, clients: int) -> None:
+    raws = sample_flows(n, keys=2000)
+    with tempfile.TemporaryDirectory() as d:
+        sock, mport = f"{d}/flows.sock", free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "calico_lens", "agent", "--source", f"felix:unix:{sock}",
+                                 "--metrics-address", f"127.0.0.1:{mport}", "--log-level", "warning"], cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT / "exporter"),
+                                     "CALICO_LENS_FELIX_MAX_STREAMS": str(clients)})
+        try:
+            wait_http(f"http://127.0.0.1:{mport}/healthz")
+            while not os.path.exists(sock):
+                time.sleep(0.05)
+            ctx = mp.get_context("spawn")
+            parts = [raws[i::clients] for i in range(clients)]
+            cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+            workers = [ctx.Process(target=_client, args=(sock, p)) for p in parts]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            wall, cpu = time.perf_counter() - t0, cpu_seconds(proc.pid) - cpu0
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    print(f"felix end to end: {n:,} FlowUpdates from {clients} stand-in Felix processes, a receipt each")
+    print(f"  {wall:.2f} s wall, agent CPU {cpu:.2f} s → {n / wall:,.0f} updates/s, "
+          f"{n / cpu:,.0f} updates/s per core of the agent (target ≥ 50k)")
+
+
+def stage_only(n: int, batch: int = 1) -> None:
+    raws = sample_flows(n, keys=2000)
+    pipe = FlowPipeline(Config(), MetadataStore())
+    t0 = time.process_time()
+    for i in range(0, n, batch):
+        pipe.accept("felix", RecordBatch(raws[i:i + batch]))
+    cpu = time.process_time() - t0
+    print(f"felix decode → aggregate: {n:,} updates in batches of {batch}: {n / cpu:,.0f} updates/s per core "
+          f"(target ≥ 300k)")
+
+
+def _memory(keys: int, q) -> None:
+    pipe = FlowPipeline(Config(), MetadataStore())
+    step = 20_000
+    for base in range(0, keys, step):
+        raws = sample_flows(step, keys=step, start=1_800_000_000 + base)
+        pipe.accept("felix", RecordBatch(_distinct(raws, base)))
+    q.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, pipe.out.inputs))
+
+
+def _distinct(raws: list[bytes], base: int) -> list[bytes]:
+    """Every key distinct: a new source workload name for each update."""
+    from calico_lens.proto import goldmane_pb2 as pb
+
+    out = []
+    for i, raw in enumerate(raws):
+        u = pb.FlowUpdate.FromString(raw)
+        u.flow.Key.source_name = f"c{base + i}-*"
+        out.append(u.SerializeToString())
+    return out
+
+
+def memory(keys: int) -> None:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_memory, args=(keys, q))
+    p.start()
+    rss, inputs = q.get()
+    p.join()
+    print(f"felix memory: {keys:,} distinct flow keys → peak RSS {rss:,.0f} MB (target < 200 MB); "
+          f"counted {inputs}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--updates", type=int, default=60_000)
+    ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--keys", type=int, default=1_000_000)
+    a = ap.parse_args()
+    stage_only(a.updates)
+    stage_only(a.updates, batch=256)
+    end_to_end(a.updates, a.clients)
+    memory(a.keys)
