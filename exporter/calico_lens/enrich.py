@@ -52,17 +52,24 @@ class Enricher:
             self._gen = self.store.generation
         cache = self._cache
         out: dict[RawKey, tuple[str, ...] | str] = {}
-        missing = [k for k in keys if k not in cache]
+        missing = []
+        for k in keys:
+            got = cache.get(k)
+            if got is None:
+                missing.append(k)
+            else:
+                out[k] = got  # taken now: an eviction below must not lose it
         if missing:
-            if len(cache) + len(missing) > self.cfg.enrich_cache_size:
+            size = self.cfg.enrich_cache_size
+            if len(cache) + len(missing) > size:
                 self.evictions += len(cache)
                 cache.clear()
             index = self.store.index()
             policies = self.store.policies()
             for k in missing:
-                cache[k] = self._labels(k, index, policies)
-        for k in keys:
-            out[k] = cache[k]
+                got = out[k] = self._labels(k, index, policies)
+                if len(cache) < size:  # a batch of more new keys than the cache holds: the rest is not kept
+                    cache[k] = got
         return out
 
     def _labels(self, key: RawKey, index, policies) -> tuple[str, ...] | str:

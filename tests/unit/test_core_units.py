@@ -134,3 +134,20 @@ def test_policy_verdicts() -> None:
     assert pol.verdict(PrefixInfo(name="allow-d", truncated=True), "udp", "53", "").policy == "n/allow-dns"
     unknown = pol.verdict(PrefixInfo(kind="gnp", name="gone"), "udp", "53", "")
     assert (unknown.policy, unknown.action) == ("gone", "unknown")
+
+
+def test_enrich_cache_eviction_keeps_every_line_of_the_batch() -> None:
+    """A batch whose new keys overflow the cache used to read keys the eviction had just dropped
+    (KeyError: the whole batch lost). Every line is still counted, and the cache stays bounded."""
+    from calico_lens.config import Config
+    from calico_lens.kube.metadata import MetadataStore
+    from calico_lens.pipeline import FlowPipeline
+
+    line = "calico-packet: IN=calia1 OUT=calib2 SRC={} DST=198.18.0.2 LEN=60 PROTO=TCP SPT=1 DPT=80"
+    pipe = FlowPipeline(Config(enrich_cache_size=100), MetadataStore())
+    pipe.process("file", "\n".join(line.format("198.18.0.1") for _ in range(3)) + "\n")  # cached first
+    batch = [line.format(f"10.0.{i >> 8 & 255}.{i & 255}") for i in range(300)] + [line.format("198.18.0.1")]
+    pipe.process("file", "\n".join(batch) + "\n")
+    assert pipe.out.inputs[("file", "parsed")] == 304
+    assert pipe.flows.total() == 304
+    assert len(pipe.enricher._cache) <= 100 and pipe.enricher.evictions >= 1
