@@ -17,6 +17,7 @@ lint: setup
 bench: setup
 	.venv/bin/python bench/bench_replay.py
 	.venv/bin/python bench/bench_forward.py
+	.venv/bin/python bench/bench_felix.py
 	.venv/bin/python bench/bench_podnet.py  # needs root (network namespaces)
 
 dashboards: setup

@@ -36,16 +36,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def sample_flows(n: int, keys: int, start: int = 1_800_000_000) -> list[bytes]:
-    """n realistic updates over ``keys`` distinct flow keys, each key once per 15 s interval."""
+def sample_flows(n: int, keys: int, start: int = 1_800_000_000, offset: int = 0) -> list[bytes]:
+    """n realistic updates over ``keys`` distinct flow keys, each key once per 15 s interval
+    (``offset`` names the source workloads from another range, for as many distinct keys as wanted)."""
     allow = [hit("gnp", "platform-pass", "pass", tier="platform", index=0),
              hit("np", "allow-web", "allow", "shop", index=1, rule=2)]
     staged = [allow[0], hit("snp", "lockdown", "deny", "shop", index=1)]
     out = []
     for i in range(n):
         k = i % keys
-        out.append(flow(("pod", f"ns{k % 50}", f"client{k}-7d9c5b8f4-*"), ("pod", "shop", f"web{k % 300}-5f6d7c8b9-*"),
-                        8080 + k % 7, "allow", "src" if k % 2 else "dst", start + 15 * (i // keys), enforced=allow,
+        out.append(flow(("pod", f"ns{k % 50}", f"client{offset + k}-7d9c5b8f4-*"),
+                        ("pod", "shop", f"web{k % 300}-5f6d7c8b9-*"), 8080 + k % 7, "allow",
+                        "src" if k % 2 else "dst", start + 15 * (i // keys), enforced=allow,
                         pending=staged if k % 5 == 0 else allow,
                         src_labels=["app=client", "pod-template-hash=7d9c5b8f4"],
                         dst_labels=["app=web", "pod-template-hash=5f6d7c8b9"], packets=(12, 10),
@@ -102,23 +104,10 @@ def stage_only(n: int, batch: int = 1) -> None:
 
 def _memory(keys: int, q) -> None:
     pipe = FlowPipeline(Config(), MetadataStore())
-    step = 20_000
+    step = 5_000
     for base in range(0, keys, step):
-        raws = sample_flows(step, keys=step, start=1_800_000_000 + base)
-        pipe.accept("felix", RecordBatch(_distinct(raws, base)))
+        pipe.accept("felix", RecordBatch(sample_flows(step, keys=step, start=1_800_000_000 + base, offset=base)))
     q.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, pipe.out.inputs))
-
-
-def _distinct(raws: list[bytes], base: int) -> list[bytes]:
-    """Every key distinct: a new source workload name for each update."""
-    from calico_lens.proto import goldmane_pb2 as pb
-
-    out = []
-    for i, raw in enumerate(raws):
-        u = pb.FlowUpdate.FromString(raw)
-        u.flow.Key.source_name = f"c{base + i}-*"
-        out.append(u.SerializeToString())
-    return out
 
 
 def memory(keys: int) -> None:
@@ -137,7 +126,10 @@ if __name__ == "__main__":
     ap.add_argument("--updates", type=int, default=60_000)
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--keys", type=int, default=1_000_000)
+    ap.add_argument("--only", choices=("stage", "socket", "memory"), help="run one figure")
     a = ap.parse_args()
+    if a.only == "memory":
+        raise SystemExit(memory(a.keys))
     stage_only(a.updates)
     stage_only(a.updates, batch=256)
     end_to_end(a.updates, a.clients)
