@@ -93,4 +93,11 @@ dashboard = dashboard("flows", "calico-lens / Flows",
                        f'reporter="dst"}} or {n.CONNS_LIVE}{{{SEL},{NS},reporter="src",'
                        f'destination_kind!~"pod|host"}})', "{{destination_namespace}}/{{destination_workload}}")],
                (12, 34, 12, 9)),
+    timeseries("Retried connection attempts", "Logged TCP SYNs the client's kernel sent again (same 5-tuple, new IP "
+               "ID): retries of one attempt, not new flows. Denied or unanswered attempts show up here.", "ops",
+               [target(f"topk(10, sum by (source_namespace, source_workload, destination_namespace, "
+                       f"destination_workload, destination_port, action) "
+                       f"(rate({n.FLOW_RETRIES}_total{{{SEL},{NS}}}[{RATE}])))",
+                       "{{source_namespace}}/{{source_workload}} → {{destination_namespace}}/"
+                       "{{destination_workload}}:{{destination_port}} {{action}}")], (0, 43, 12, 9)),
 ])

@@ -43,6 +43,8 @@ class Config:
     input_format: str = "auto"  # auto (kernel flow and CoreDNS lines, told apart per line) | kernel | coredns
     cluster_domain: str = "cluster.local"  # names under it are zone "cluster"
     dns_top_domains: int = 100  # external domains tracked by name; the rest fold into __other__
+    syn_retry_window: float = 60.0  # a SYN resent within this long is a retry, not a new flow (0: off)
+    syn_retry_max: int = 100000  # recent connection attempts remembered to tell retries apart
     # TCP health and traffic volume from the kernel (need the host PID namespace / host network)
     tcp_stats: bool = False  # per-pod snmp/netstat/dev counters and sock_diag RTT
     conntrack: bool = False  # per-flow bytes/packets and unreplied connections from conntrack
@@ -137,8 +139,10 @@ def _coerce(name: str, value: Any) -> Any:
         return _choice(name, value, GRANULARITIES)
     if name == "input_format":
         return _choice(name, value, ("auto", "kernel", "coredns"))
-    if name == "dns_top_domains":
+    if name in ("dns_top_domains", "syn_retry_max"):
         return _int(name, value, 1)
+    if name == "syn_retry_window":
+        return _duration(name, value)
     if name == "cluster_domain":
         text = str(value).strip().strip(".")
         if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", text):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from calico_lens.config import Config
 from calico_lens.dns import DnsAggregator
@@ -40,7 +41,10 @@ class FlowPipeline:
         self.flows = LabelTable(names.FLOWS, names.FLOW_LABELS, cfg.max_series, cfg.series_ttl,
                                 help_text=names.FLOWS_HELP)
         self.dns = DnsAggregator(store, cfg.cluster_domain, cfg.max_series, cfg.series_ttl, cfg.dns_top_domains)
-        self.out.add(self.flows, self.dns.requests)
+        self.retries = LabelTable(names.FLOW_RETRIES, names.FLOW_LABELS, cfg.max_series, cfg.series_ttl,
+                                  help_text=names.FLOW_RETRIES_HELP)
+        self._syns: dict[int, tuple[str, float]] = {}  # hash(raw key, sport) → (first IP ID, last seen), oldest first
+        self.out.add(self.flows, self.retries, self.dns.requests)
         self.out.add_families(self.dns.families)
         self.out.add_families(self._families)
         self.records: FlowRecordStage | None = None
@@ -104,28 +108,60 @@ class FlowPipeline:
                 res.malformed_sample = d.malformed_sample
             if d.queries:
                 self.dns.add(d.queries)
-        if res.counts:
-            keys = list(res.counts)
+        retried = self._retries(res) if res.syns else {}
+        if res.counts or retried:
+            keys = list(res.counts.keys() | retried.keys())
             labels = self.enricher.resolve(keys)
-            rows: dict[tuple[str, ...], int] = {}
-            for k in keys:
-                lab = labels[k]
-                n = res.counts[k]
-                if isinstance(lab, tuple):
-                    rows[lab] = rows.get(lab, 0) + n
-                elif lab == IGNORED:
-                    res.ignored += n
-                else:
-                    res.malformed += n
-                    if not res.malformed_sample:
-                        res.malformed_sample = " ".join(k[:4])
-            self.flows.add_counts(rows.items())
+            for table, counts in ((self.flows, res.counts), (self.retries, retried)):
+                rows: dict[tuple[str, ...], int] = {}
+                for k, n in counts.items():
+                    lab = labels[k]
+                    if isinstance(lab, tuple):
+                        rows[lab] = rows.get(lab, 0) + n
+                    elif lab == IGNORED:
+                        res.ignored += n
+                    else:
+                        res.malformed += n
+                        if not res.malformed_sample:
+                            res.malformed_sample = " ".join(k[:4])
+                table.add_counts(rows.items())
         self.count_input(source, "parsed", res.parsed)
         self.count_input(source, "ignored", res.ignored)
         self.count_input(source, "malformed", res.malformed)
         if res.malformed_sample:
             log.debug("malformed flow line from %s: %s", source, res.malformed_sample)
         return res
+
+    def _retries(self, res: ParseResult) -> dict:
+        """Take retransmitted SYNs out of the flow counts. Lines with the same raw key (prefix,
+        interfaces, addresses, port) and source port within syn_retry_window belong to one
+        connection attempt: those with the first SYN's IP ID are that packet at each Log rule it met
+        (flows, as before); those with another ID are the kernel's resends of it (retries)."""
+        window = self.cfg.syn_retry_window
+        if window <= 0:
+            return {}
+        now = time.monotonic()
+        seen, retried = self._syns, {}
+        for key, sport, ip_id in res.syns:
+            ident = hash((key, sport))
+            prev = seen.pop(ident, None)
+            if prev is None or now - prev[1] > window:
+                prev = (ip_id, now)  # a new attempt: its first SYN's ID
+            elif prev[0] != ip_id:
+                retried[key] = retried.get(key, 0) + 1
+            seen[ident] = (prev[0], now)
+        for key, n in retried.items():
+            left = res.counts[key] - n
+            if left:
+                res.counts[key] = left
+            else:
+                del res.counts[key]
+        while seen:  # bounded: the oldest attempts go first (by age, then by count)
+            first = next(iter(seen))
+            if len(seen) <= self.cfg.syn_retry_max and now - seen[first][1] <= window:
+                break
+            del seen[first]
+        return retried
 
     def _pod_deleted(self, namespace: str, pod: str) -> None:
         """Pod-level series go when their pod goes (only pod granularity names pods in labels)."""
@@ -136,6 +172,6 @@ class FlowPipeline:
             sides.append((_DST_NS, _DST_WL, _DST_KIND))
         if not sides:
             return
-        self.flows.remove_where(
-            lambda k: any(k[a] == namespace and k[b] == pod and k[c] == ep.POD for a, b, c in sides)
-        )
+        for table in (self.flows, self.retries):
+            table.remove_where(
+                lambda k: any(k[a] == namespace and k[b] == pod and k[c] == ep.POD for a, b, c in sides))

@@ -170,8 +170,10 @@ def test_garbage_oversize_and_foreign_shapes_are_refused_and_counted(sock: str) 
 def test_many_streams_at_once_and_the_stream_limit(sock: str) -> None:
     with agent(sock, "--config", _config(sock, felix_max_streams=4)) as a:
         clients = [StandInFelix(sock) for _ in range(4)]
-        for c in clients:
-            c.connect()  # four streams open together
+        for i, c in enumerate(clients):  # four streams open together, each past its first receipt
+            c.send([flow(FRONTEND, BACKEND, 9000 + i, "allow", "src", NOW - 1, connections=(1, 0, 0))])
+        streams = names.FELIX_STREAMS
+        assert samples(a.metrics())[streams][0][1] == 4
         errors: list[Exception] = []
 
         def run(i: int, c: StandInFelix) -> None:
@@ -194,8 +196,8 @@ def test_many_streams_at_once_and_the_stream_limit(sock: str) -> None:
         text = a.metrics()
         for c in [*clients, extra]:
             c.close()
-    assert inputs(text)[("felix", "parsed")] == 100
-    assert total(text, names.CONNS_STARTED + "_total") == 100
+    assert inputs(text)[("felix", "parsed")] == 104
+    assert total(text, names.CONNS_STARTED + "_total") == 104
     assert source_errors(text)[("felix", "too_many_streams")] == 1
 
 

@@ -151,6 +151,12 @@ line_st = st.one_of(
     st.sampled_from(corpus_lines).map(lambda s: s.split(" LEN=")[0]),
     st.sampled_from(corpus_lines).map(lambda s: s.split(" PROTO=")[0] + " PROTO="),
     st.sampled_from(corpus_lines).map(lambda s: s.rstrip()),
+    # TCP flags and IP IDs as retransmissions and other packets show them
+    st.sampled_from(corpus_lines).map(lambda s: s.replace(" ID=", " ID=1")),
+    st.sampled_from(corpus_lines).map(lambda s: s.replace("RES=0x00 SYN ", "RES=0x00 ACK SYN ")),
+    st.sampled_from(corpus_lines).map(lambda s: s.replace("RES=0x00 SYN ", "RES=0x00 ")),
+    st.sampled_from(corpus_lines).map(lambda s: s.replace("RES=0x00 SYN URGP=", "RES=0x0 CWR ECE SYN URGP=")),
+    st.sampled_from(corpus_lines).map(lambda s: s.replace(" URGP=", "URGP=")),
     st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=200),
     st.binary(max_size=200).map(lambda b: b.decode("utf-8", "replace").replace("\n", " ")),
 )
@@ -191,10 +197,10 @@ def test_every_path_equals_the_line_path(lines: list[str], trailing: bool) -> No
     """The C scanner and the batch regex give exactly what the plain line-by-line parse gives."""
     text = "\n".join(lines) + ("\n" if trailing else "")
     slow = parse_lines(text)
-    want = (slow.counts, slow.lines, slow.ignored, slow.malformed)
+    want = (slow.counts, slow.lines, slow.ignored, slow.malformed, slow.syns)
     for path in (parse_text, parse_batch_regex):
         got = path(text)
-        assert (got.counts, got.lines, got.ignored, got.malformed) == want, path.__name__
+        assert (got.counts, got.lines, got.ignored, got.malformed, got.syns) == want, path.__name__
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -210,5 +216,27 @@ def test_conservation_through_the_pipeline(lines: list[str], cap: int, template:
     pipe.process("file", "\n".join(lines[half:]) + "\n")
     counts = {r: pipe.out.inputs.get(("file", r), 0) for r in names.RESULTS}
     assert sum(counts.values()) == text.count("\n")
-    assert pipe.flows.total() == counts["parsed"]
+    assert pipe.flows.total() + pipe.retries.total() == counts["parsed"]  # a retried SYN is in one of them
     assert len(pipe.flows) <= cap
+
+
+def test_syn_retries_told_from_the_same_packet_logged_twice() -> None:
+    syn = ("np/shop/allow-web: IN=calia OUT=calib MAC=aa SRC=198.18.0.1 DST=198.18.0.2 LEN=60 TOS=0x00 "
+           "PREC=0x00 TTL=63 ID={id} DF PROTO=TCP SPT={sport} DPT=80 WINDOW=64240 RES=0x00 {flags}URGP=0 ")
+    v6 = ("np/shop/allow-web: IN=calia OUT=calib MAC=aa SRC=2001:db8::1 DST=2001:db8::2 LEN=80 TC=0 HOPLIMIT=63 "
+          "FLOWLBL=1 PROTO=TCP SPT=5 DPT=80 WINDOW=64240 RES=0x00 SYN URGP=0 ")
+
+    def run(lines: list[str], **cfg) -> tuple[float, float]:
+        pipe = FlowPipeline(Config(log_prefix="%k/%p", **cfg), MetadataStore())
+        for ln in lines:  # one batch each: the window spans batches
+            pipe.process("kmsg", ln + "\n")
+        return pipe.flows.total(), pipe.retries.total()
+
+    first, again = syn.format(id=1, sport=5, flags="SYN "), syn.format(id=2, sport=5, flags="SYN ")
+    assert run([first, again, syn.format(id=3, sport=5, flags="SYN ")]) == (1, 2)  # resent twice
+    assert run([first, first]) == (2, 0)  # one packet, two Log rules with the same prefix
+    assert run([first, syn.format(id=9, sport=6, flags="SYN ")]) == (2, 0)  # another source port
+    assert run([first, syn.format(id=2, sport=5, flags="ACK ")]) == (2, 0)  # not a connection attempt
+    assert run([first, again], syn_retry_window=0) == (2, 0)  # switched off
+    assert run([v6, v6]) == (2, 0)  # IPv6 has no IP ID: a resend cannot be told from a second log point
+    assert run([first, again], syn_retry_max=1) == (1, 1)

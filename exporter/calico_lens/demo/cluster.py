@@ -132,9 +132,10 @@ class TrafficGenerator:
     """Renders kernel LOG lines for the mix. ``distinct=True`` gives every line a new source
     address, to feed the exporter an unbounded number of distinct flows."""
 
-    def __init__(self, seed: int = 7, distinct: bool = False, wrapper: str = "syslog"):
+    def __init__(self, seed: int = 7, distinct: bool = False, wrapper: str = "syslog", retries: bool = False):
         self.rng = random.Random(seed)
         self.distinct = distinct
+        self.retries = retries  # a dropped TCP attempt is sometimes resent: the same lines, a new IP ID
         self.wrapper = wrapper
         self.n = 0
         weights = [w for w, *_ in MIX]
@@ -152,7 +153,9 @@ class TrafficGenerator:
         return pod.ip, pod.iface
 
     def _log_points(self, src: DemoPod, dst_wl: str, proto: str, port: int) -> list[str]:
-        """The prefixes of the Log rules this packet meets, in Felix's order (egress, ingress)."""
+        """The prefixes of the Log rules this packet meets, in Felix's order (egress, ingress); the
+        list ends with a Deny's Log rule when the packet is dropped (``self.denied``)."""
+        self.denied = False
         out = []
         for direction, owner in (("egress", src.workload), ("ingress", dst_wl)):
             for code, ns, name, _tier, pdir, rules in POLICIES:
@@ -164,6 +167,7 @@ class TrafficGenerator:
                     if rule["action"] == "Log" and _matches(rule, proto, port):
                         out.append(_prefix(code, ns, name))
                         if rules[i + 1]["action"] == "Deny":
+                            self.denied = True
                             return out
                         break
         return out
@@ -177,14 +181,18 @@ class TrafficGenerator:
             src_ip = src.ip
             if self.distinct:
                 src_ip = f"10.{(self.n >> 16) & 255}.{(self.n >> 8) & 255}.{self.n & 255}"
-            for prefix in self._log_points(src, dest, proto, port):
-                out.append(self._render(prefix, src.iface, out_if, src_ip, dst_ip, proto, port))
-                self.n += 1
+            points = self._log_points(src, dest, proto, port)
+            ident, sport = self.rng.randint(1, 65000), self.rng.randint(32768, 60999)
+            resends = self.rng.randint(0, 2) if self.retries and proto == "TCP" and self.denied else 0
+            for attempt in range(1 + resends):
+                for prefix in points:
+                    out.append(self._render(prefix, src.iface, out_if, src_ip, dst_ip, proto, port, ident + attempt,
+                                            sport))
+                    self.n += 1
         return out[:count]
 
-    def _render(self, prefix: str, in_if: str, out_if: str, src: str, dst: str, proto: str, port: int) -> str:
-        ident = self.rng.randint(1, 65535)
-        sport = self.rng.randint(32768, 60999)
+    def _render(self, prefix: str, in_if: str, out_if: str, src: str, dst: str, proto: str, port: int,
+                ident: int, sport: int) -> str:
         if proto == "TCP":
             l4 = f"PROTO=TCP SPT={sport} DPT={port} WINDOW=64240 RES=0x00 SYN URGP=0 "
             length = 60

@@ -43,7 +43,7 @@ def _free_port() -> int:
 
 
 def _writer(path: Path, rate: float, stop: threading.Event) -> None:
-    gen = TrafficGenerator(seed=int(time.time()))
+    gen = TrafficGenerator(seed=int(time.time()), retries=True)
     dns = DnsGenerator(seed=int(time.time()))
     tick = 0.2
     with path.open("a") as fh:

@@ -24,6 +24,10 @@ FLOW_LABELS: tuple[str, ...] = (
     "direction",
 )
 
+FLOW_RETRIES = f"{PREFIX}_flow_retries"  # _total{FLOW_LABELS}: retransmitted SYNs, not new flows
+FLOW_RETRIES_HELP = ("Retransmitted connection attempts in logged lines (a TCP SYN resent for the same 5-tuple within "
+                     "syn_retry_window): retries of a flow already counted, not new flows.")
+
 # Self-metrics.
 INPUT_LINES = f"{PREFIX}_input_lines"  # _total{source, result}
 INPUT_LABELS: tuple[str, ...] = ("source", "result")
@@ -145,6 +149,7 @@ HELP = {
 
 ALL_METRICS: tuple[str, ...] = (
     FLOWS,
+    FLOW_RETRIES,
     INPUT_LINES,
     SERIES,
     SERIES_OVERFLOW,

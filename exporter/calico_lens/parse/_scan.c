@@ -148,6 +148,40 @@ static int parse_line(P s, P e, P *hs, P *he, P *ss, P *se, P *ps, P *pe, P *ds,
     return 0;
 }
 
+/* For a TCP line: the source port, the IP ID and whether it is a bare SYN (SYN without ACK), read
+ * as syn_attempt() in kernel_log.py reads it. 1 when the line is a SYN with a port and an ID. */
+static int syn_fields(P se, P ps, P pe, P de, P e, P *sp_s, P *sp_e, P *id_s, P *id_e) {
+    if (pe - ps != 3 || memcmp(ps, "TCP", 3) != 0 || de == pe) return 0;  /* TCP with SPT and DPT */
+    P r = lit(pe, e, " SPT=");
+    if (!r) return 0;
+    P d = digits(r, e, 1);
+    if (!d || !lit(d, e, " DPT=")) return 0;
+    *sp_s = r; *sp_e = d;
+    P i = find(se, ps, " ID=");  /* between LEN= and PROTO= (IPv6 lines have none) */
+    if (!i) return 0;
+    P j = digits(i + 4, ps, 1);
+    if (!j) return 0;
+    *id_s = i + 4; *id_e = j;
+    for (P q = de; (q = find(q, e, "RES=0x")) != NULL; q++) {
+        P t = q + 6, h = t;
+        while (h < e && (is_digit(*h) || (*h >= 'a' && *h <= 'f') || (*h >= 'A' && *h <= 'F'))) h++;
+        if (h == t || h >= e || *h != ' ') continue;
+        t = h + 1;
+        int syn = 0, ack = 0;
+        for (;;) {
+            P w = t;
+            while (w < e && is_upper(*w)) w++;
+            if (w == t || w >= e || *w != ' ') break;
+            if (w - t == 3 && memcmp(t, "SYN", 3) == 0) syn = 1;
+            if (w - t == 3 && memcmp(t, "ACK", 3) == 0) ack = 1;
+            t = w + 1;
+        }
+        if (!lit(t, e, "URGP=")) continue;
+        return syn && !ack;
+    }
+    return 0;
+}
+
 static PyObject *scan(PyObject *self, PyObject *arg) {
     (void)self;
     if (!PyUnicode_Check(arg)) {
@@ -161,6 +195,8 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
     P end = base + n;
     PyObject *counts = PyDict_New();
     if (!counts) return NULL;
+    PyObject *syns = PyList_New(0);  /* (key, sport, ip id) of each bare SYN, in line order */
+    if (!syns) { Py_DECREF(counts); return NULL; }
     Py_ssize_t lines = 0, ignored = 0, malformed = 0;
     PyObject *sample = NULL;
     PyObject *empty = PyUnicode_New(0, 0);
@@ -180,6 +216,13 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
             PyObject *nv = PyLong_FromSsize_t(old ? PyLong_AsSsize_t(old) + 1 : 1);
             if (!nv || PyDict_SetItem(counts, key, nv) < 0) { Py_XDECREF(nv); Py_DECREF(key); goto fail; }
             Py_DECREF(nv);
+            P sps, spe, ids, ide;
+            if (syn_fields(se, ps, pe, de, e, &sps, &spe, &ids, &ide)) {
+                PyObject *t = Py_BuildValue("(ONN)", key, PyUnicode_Substring(arg, sps - base, spe - base),
+                                            PyUnicode_Substring(arg, ids - base, ide - base));
+                if (!t || PyList_Append(syns, t) < 0) { Py_XDECREF(t); Py_DECREF(key); goto fail; }
+                Py_DECREF(t);
+            }
             Py_DECREF(key);
         } else if (find(s, e, " OUT=")) {
             malformed++;
@@ -190,12 +233,13 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
         if (!nl) break;
         s = nl + 1;
     }
-    PyObject *res = Py_BuildValue("(Nnnn" "O)", counts, lines, ignored, malformed, sample ? sample : empty);
+    PyObject *res = Py_BuildValue("(NnnnON)", counts, lines, ignored, malformed, sample ? sample : empty, syns);
     Py_XDECREF(sample);
     Py_DECREF(empty);
     return res;
 fail:
     Py_DECREF(counts);
+    Py_DECREF(syns);
     Py_XDECREF(sample);
     Py_DECREF(empty);
     return NULL;
@@ -268,7 +312,7 @@ static PyObject *flow_fields(PyObject *self, PyObject *arg) {
 }
 
 static PyMethodDef methods[] = {
-    {"scan", scan, METH_O, "scan(text) -> (counts, lines, ignored, malformed, sample) or None"},
+    {"scan", scan, METH_O, "scan(text) -> (counts, lines, ignored, malformed, sample, syns) or None"},
     {"flow_fields", flow_fields, METH_O, "flow_fields(raw FlowUpdate) -> (key, start, end, 7 counters) or None"},
     {NULL, NULL, 0, NULL},
 };

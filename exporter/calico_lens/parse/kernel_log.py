@@ -66,6 +66,14 @@ EBPF_RX = re.compile(
 )
 _EBPF_HEAD = re.compile(r"(?:^|\s)((?:[^\s:]|:(?! ))*: )\Z")
 
+# A bare SYN (a connection attempt): the TCP flags between RES= and URGP= hold SYN and not ACK.
+# Its source port and IP ID tell a retransmission (same 5-tuple, new ID) from the same packet
+# logged again by another Log rule with the same prefix (same ID). IPv6 lines carry no ID.
+_SYN_FLAGS_RX = re.compile(r"RES=0x[0-9a-fA-F]+ ((?:[A-Z]+ )*)URGP=")
+_ID_RX = re.compile(r" ID=(\d+)")
+_SPT_RX = re.compile(r" SPT=(\d+) DPT=")
+Syn = tuple[RawKey, str, str]  # (raw key, source port, IP ID)
+
 OUT_MARK = " OUT="
 VERDICTS = {"ALLOWED": "allow", "DENIED": "deny", "PASSED": "pass", "ALLOW": "allow", "DENY": "deny"}
 
@@ -77,6 +85,7 @@ class ParseResult:
     ignored: int = 0
     malformed: int = 0
     malformed_sample: str = ""  # one bad line per batch, for a debug log
+    syns: list[Syn] = field(default_factory=list)  # bare TCP SYNs, in line order (retries are told apart later)
 
     @property
     def parsed(self) -> int:
@@ -116,8 +125,8 @@ def parse_text(text: str) -> ParseResult:
     if _scan is not None:
         got = _scan.scan(text)
         if got is not None:  # None: not a 1-byte string, take the Python path
-            counts, lines, ignored, malformed, sample = got
-            return ParseResult(Counter(counts), lines, ignored, malformed, sample)
+            counts, lines, ignored, malformed, sample, syns = got
+            return ParseResult(Counter(counts), lines, ignored, malformed, sample, syns)
     return parse_batch_regex(text)
 
 
@@ -139,6 +148,11 @@ def parse_batch_regex(text: str) -> ParseResult:
         else:
             res.counts[(head, span, proto, dport, "")] += n
     res.ignored = res.lines - matched
+    if " SYN " in text:
+        for line in text.split("\n")[: res.lines]:
+            m = LOG_RX.match(line) if " SYN " in line else None
+            if m is not None:
+                _syn(line, m, res)
     if res.malformed:
         res.malformed_sample = next((ln for ln in text.split("\n") if OUT_MARK in ln and not LOG_RX.match(ln)), "")
     return res
@@ -157,6 +171,7 @@ def _classify(line: str, res: ParseResult) -> None:
     if m is not None:
         head, span, proto, dport = m.groups(default="")
         res.counts[(head, span, proto, dport, "")] += 1
+        _syn(line, m, res)
         return
     e = EBPF_RX.search(line)
     if e is not None:
@@ -170,6 +185,21 @@ def _classify(line: str, res: ParseResult) -> None:
             res.malformed_sample = line[:300]
     else:
         res.ignored += 1
+
+
+def _syn(line: str, m: re.Match[str], res: ParseResult) -> None:
+    """Record a bare SYN of a matched LOG line (what the C scanner's syn_fields reads)."""
+    head, span, proto, dport = m.groups()
+    if proto != "TCP" or dport is None:
+        return
+    sport = _SPT_RX.match(line, m.end(3))
+    ip_id = _ID_RX.search(line, m.end(2), m.start(3))
+    flags = _SYN_FLAGS_RX.search(line, m.end())
+    if sport is None or ip_id is None or flags is None:
+        return
+    tokens = flags.group(1).split()
+    if "SYN" in tokens and "ACK" not in tokens:
+        res.syns.append(((head, span, proto, dport, ""), sport.group(1), ip_id.group(1)))
 
 
 def _strip_brackets(addr: str) -> str:
