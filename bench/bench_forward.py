@@ -23,14 +23,10 @@ sys.path.insert(0, str(ROOT / "exporter"))
 sys.path.insert(0, str(ROOT))
 
 from calico_lens.demo.cluster import LOG_PREFIX, TrafficGenerator, snapshot  # noqa: E402
+from procstat import cpu_seconds  # noqa: E402
 
 from tests.forward_client import ForwardClient, event_time  # noqa: E402
 from tests.prom import free_port, wait_http  # noqa: E402
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
