@@ -26,7 +26,6 @@ KINDS = {pb.CalicoNetworkPolicy: "np", pb.GlobalNetworkPolicy: "gnp", pb.StagedN
          pb.StagedGlobalNetworkPolicy: "sgnp", pb.StagedKubernetesNetworkPolicy: "sknp", pb.NetworkPolicy: "knp",
          pb.AdminNetworkPolicy: "kanp", pb.BaselineAdminNetworkPolicy: "kbanp", pb.Profile: "pro",
          pb.EndOfTier: "eot", pb.ClusterNetworkPolicy: "kcnp"}
-STAGED = {"snp", "sgnp", "sknp"}
 _PORTED = {"tcp", "udp", "sctp", "udplite"}
 _GLOBAL_NS = ("", "-")  # Felix writes "-" for cluster-scoped endpoints
 DEDUPE_HORIZON = 900  # seconds of start times kept for dedupe: Felix resends its last 5 minutes
@@ -56,10 +55,10 @@ def aggregate_workload(name: str, labels: list[str] | tuple[str, ...]) -> str:
     base = base[:-1]
     hashes = [v.partition("=")[2] for v in labels if v.startswith("pod-template-hash=")]
     if hashes:
-        return ep._strip_hash(base, hashes[0])
+        return ep.deployment_of(base, hashes[0])
     if not labels:  # Felix sends only the labels all pods share; none at all: judge by the name
-        return ep._cronjob_of(ep._strip_hash(base, None))
-    return ep._cronjob_of(base)
+        return ep.cronjob_of(ep.deployment_of(base, None))
+    return ep.cronjob_of(base)
 
 
 def _interned(labels: tuple[str, ...]) -> tuple[str, ...]:

@@ -226,15 +226,14 @@ def test_socket_file_lifecycle_and_readiness(sock: str, tmp_path: Path) -> None:
         assert requests.get(a.url + "/readyz", timeout=5).status_code == 200
         felix.close()
     assert not os.path.exists(sock)
-    # a regular file where the socket should be is not deleted: the agent refuses to start
+    # a regular file where the socket should be is not deleted: the agent is not ready and says why
     Path(sock).write_text("not a socket")
-    a = AgentProcess("--source", f"felix:unix:{sock}", ready=False)
-    try:
-        a.proc.wait(20)
-    except Exception:
-        pass
-    finally:
-        a.close()
+    with AgentProcess("--source", f"felix:unix:{sock}", ready=False) as a:
+        end = time.monotonic() + 20
+        while "not a socket" not in (r := requests.get(a.url + "/readyz", timeout=5)).text:
+            assert time.monotonic() < end, r.text
+            time.sleep(0.1)
+        assert r.status_code == 503
     assert Path(sock).read_text() == "not a socket"
 
 

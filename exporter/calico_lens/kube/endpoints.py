@@ -40,13 +40,13 @@ def workload_of(pod: dict) -> str:
         return name  # a bare pod is its own workload
     kind, oname = owner.get("kind", ""), owner.get("name", "")
     if kind == "ReplicaSet":
-        return _strip_hash(oname, (meta.get("labels") or {}).get("pod-template-hash"))
+        return deployment_of(oname, (meta.get("labels") or {}).get("pod-template-hash"))
     if kind == "Job":
-        return _cronjob_of(oname)
+        return cronjob_of(oname)
     return oname
 
 
-def _strip_hash(rs_name: str, template_hash: str | None) -> str:
+def deployment_of(rs_name: str, template_hash: str | None) -> str:
     if template_hash and rs_name.endswith("-" + template_hash):
         return rs_name[: -len(template_hash) - 1]
     base, sep, tail = rs_name.rpartition("-")
@@ -56,7 +56,7 @@ def _strip_hash(rs_name: str, template_hash: str | None) -> str:
     return rs_name
 
 
-def _cronjob_of(job_name: str) -> str:
+def cronjob_of(job_name: str) -> str:
     base, sep, tail = job_name.rpartition("-")
     # CronJob jobs are named <cronjob>-<scheduled minutes since epoch>.
     if sep and tail.isdigit() and len(tail) >= 8:

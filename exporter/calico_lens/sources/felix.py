@@ -68,7 +68,6 @@ class FelixSource(Source):
         self._lock = threading.Lock()
         self._since = time.monotonic()  # when a stream was last open (or the source started)
         self._problem = ""  # why the socket could not be served
-        self.listening = threading.Event()
 
     # -- the gRPC method ------------------------------------------------------------------------
     def _connect(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
@@ -95,6 +94,8 @@ class FelixSource(Source):
             if context.is_active():
                 self.error(self.name, "stream_error", 1)
                 log.warning("felix: closing a flow stream: %s", e)
+                # An error status, so that Felix reconnects and resends what got no receipt.
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"calico-lens: record not counted: {e}")
         finally:
             with self._lock:
                 self._streams.pop(id(s), None)
@@ -135,11 +136,10 @@ class FelixSource(Source):
             finally:
                 os.umask(old)
             os.chmod(st.path, 0o600)
-        except OSError as e:
+        except (OSError, RuntimeError) as e:  # grpcio reports a failed bind as RuntimeError
             self._problem = str(e) if str(e).startswith("felix:") else f"felix: cannot listen on {st.path}: {e}"
             self.error(self.name, "listen_failed", 1)
             raise
-        self.listening.set()
         log.info("felix: listening on %s for goldmane.FlowCollector/Connect", st.path)
         try:
             while not self.stopped.wait(1.0):
