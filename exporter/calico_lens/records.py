@@ -226,7 +226,8 @@ class FlowRecordStage:
                 fl = lab.flow
                 if n_started:
                     started.append((fl, n_started))
-                    hits.extend((h, n_started) for h in lab.hits)
+                    for h in lab.hits:
+                        hits.append((h, n_started))
                     if lab.preview is not None:
                         preview.append((lab.preview, n_started))
                 if n_completed:

@@ -28,30 +28,32 @@ class LabelTable:
         self.ttl = ttl_seconds
         self._clock = clock
         self.overflow_key: Labels = (OVERFLOW,) * len(labels)
-        self._counts: dict[Labels, float] = {}
-        self._seen: dict[Labels, float] = {}
+        # label set → [count, last written]: one lookup per write (hashing a label tuple is the cost)
+        self._rows: dict[Labels, list[float]] = {}
         self._rendered: dict[Labels, str] = {}  # label set → '{a="x",...}', kept with the series
         self.overflowed = 0.0  # events folded into the overflow series
         self.expired = 0  # series removed (idle past the TTL, or their pod went away)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._counts)
+        return len(self._rows)
 
     def add_counts(self, items: Iterable[tuple[Labels, float]]) -> None:
         now = self._clock()
-        counts, seen = self._counts, self._seen
+        rows = self._rows
         with self._lock:
             for key, n in items:
-                if key not in counts:
+                row = rows.get(key)
+                if row is None:
                     # The overflow series takes one slot of the cap, so the table never exceeds it.
-                    if len(counts) >= self.max_series - 1 and key != self.overflow_key:
+                    if len(rows) >= self.max_series - 1 and key != self.overflow_key:
                         self.overflowed += n
                         key = self.overflow_key
-                    if key not in counts:
-                        counts[key] = 0.0
-                counts[key] += n
-                seen[key] = now
+                        row = rows.get(key)
+                    if row is None:
+                        row = rows[key] = [0.0, now]
+                row[0] += n
+                row[1] = now
 
     def add(self, key: Labels, n: float = 1.0) -> None:
         self.add_counts(((key, n),))
@@ -62,27 +64,25 @@ class LabelTable:
             return 0
         cutoff = self._clock() - self.ttl
         with self._lock:
-            old = [k for k, t in self._seen.items() if t < cutoff and k != self.overflow_key]
+            old = [k for k, row in self._rows.items() if row[1] < cutoff and k != self.overflow_key]
             for k in old:
-                del self._counts[k]
-                del self._seen[k]
+                del self._rows[k]
                 self._rendered.pop(k, None)
             self.expired += len(old)
         return len(old)
 
     def remove_where(self, pred: Callable[[Labels], bool]) -> int:
         with self._lock:
-            gone = [k for k in self._counts if k != self.overflow_key and pred(k)]
+            gone = [k for k in self._rows if k != self.overflow_key and pred(k)]
             for k in gone:
-                del self._counts[k]
-                del self._seen[k]
+                del self._rows[k]
                 self._rendered.pop(k, None)
             self.expired += len(gone)
         return len(gone)
 
     def snapshot(self) -> list[tuple[Labels, float]]:
         with self._lock:
-            return list(self._counts.items())
+            return [(k, row[0]) for k, row in self._rows.items()]
 
     def exposition(self) -> str:
         """The counter family in Prometheus text format. Label sets are rendered once per series
@@ -101,7 +101,7 @@ class LabelTable:
 
     def total(self) -> float:
         with self._lock:
-            return sum(self._counts.values())
+            return sum(row[0] for row in self._rows.values())
 
 
 def _escape(value: str) -> str:
