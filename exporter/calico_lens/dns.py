@@ -9,6 +9,9 @@ are noise, not failures, and are told apart here.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from calico_lens.kube.endpoints import normalise_ip
 from calico_lens.kube.metadata import MetadataStore
@@ -97,10 +100,8 @@ class DnsAggregator:
             self.domains.add_counts(domains.items())
         self.requests.add_counts(rows.items())
 
-    def families(self):
+    def families(self) -> Iterator[Metric]:
         """The DNS families built at scrape time (the requests table renders itself)."""
-        from prometheus_client.core import CounterMetricFamily
-
         yield self.hist.family(names.DNS_DURATION, "CoreDNS query duration by client namespace and zone.",
                                ("client_namespace", "zone"))
         domains = CounterMetricFamily(names.DNS_DOMAINS, "CoreDNS queries for the heaviest external domains "

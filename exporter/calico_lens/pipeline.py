@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from calico_lens.config import Config
 from calico_lens.dns import DnsAggregator
@@ -53,10 +56,12 @@ class FlowPipeline:
 
     def enable_records(self) -> FlowRecordStage:
         """The record stage and its tables, for an agent with a structured source (felix)."""
-        if self.records is None:
-            self.records = FlowRecordStage(self.cfg)
-            self.out.add(*self.records.tables, self.records.live)
-        return self.records
+        with self._lock:  # receiver threads may call this first
+            if self.records is None:
+                stage = FlowRecordStage(self.cfg)
+                self.out.add(*stage.tables, stage.live)
+                self.records = stage
+            return self.records
 
     def count_input(self, source: str, result: str, n: int) -> None:
         self.out.count_input(source, result, n)
@@ -73,16 +78,12 @@ class FlowPipeline:
         else:
             self.process(source, batch)
 
-    def _families(self):
-        from prometheus_client.core import CounterMetricFamily
-
+    def _families(self) -> Iterator[Metric]:
         ev = CounterMetricFamily(names.ENRICH_CACHE_EVICTIONS, "Enrichment cache entries dropped to stay "
                                  "within enrich_cache_size.")
         ev.add_metric((), self.enricher.evictions + (self.records.label_evictions if self.records else 0))
         yield ev
         if self.records is not None:
-            from prometheus_client.core import GaugeMetricFamily
-
             g = GaugeMetricFamily(names.FELIX_DEDUPE_ENTRIES, "Felix flows remembered to drop their resends.")
             g.add_metric((), self.records.dedupe_entries())
             yield g
