@@ -268,3 +268,30 @@ def test_tls_listener(tmp_path) -> None:
         text = a.metrics()
     assert inputs(text)[("forward", "parsed")] == TOTAL
     assert source_errors(text)[("forward", "tls_error")] == 1
+
+
+def test_a_chunk_cut_short_is_refused_not_acked(tmp_path) -> None:
+    """A PackedForward chunk whose last entry is cut, or a gzip member cut in half, was acked with
+    records counted nowhere. It is refused now (no ack, counted) and a whole resend counts fully."""
+    import gzip
+
+    stream = b"".join(msgpack.packb(entry({"log": ln})) for ln in LINES)
+    cut = [["kernel", stream[:-5], {"chunk": "c1"}],
+           ["kernel", gzip.compress(stream)[: len(gzip.compress(stream)) // 2], {"chunk": "c2", "compressed": "gzip"}],
+           ["kernel", gzip.compress(b"\x92\x00\x80" * 1000)[:40], {"chunk": "c3", "compressed": "gzip"}]]
+    with agent(tmp_path) as a:
+        wait_for_listener(a.forward)
+        for frame in cut:
+            c = ForwardClient(a.forward)
+            c.send_raw(msgpack.packb(frame, use_bin_type=True))
+            with pytest.raises((EOFError, ConnectionError)):
+                c.ack()
+            c.close()
+        c = ForwardClient(a.forward)
+        c.send_raw(msgpack.packb(["kernel", gzip.compress(stream), {"chunk": "whole", "compressed": "gzip"}],
+                                 use_bin_type=True))
+        assert c.ack() == {"ack": "whole"}
+        c.close()
+        text = a.metrics()
+    assert source_errors(text)[("forward", "malformed_frame")] == 3
+    assert inputs(text)[("forward", "parsed")] == TOTAL  # only the whole chunk, every record of it

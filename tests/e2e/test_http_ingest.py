@@ -90,6 +90,14 @@ def test_refusals_are_counted_and_the_agent_keeps_serving(tmp_path) -> None:
         assert requests.post(url, data=b'["a string, not a record"]', headers=auth, timeout=5).status_code == 400
         assert requests.post(url, data=b"\x1f\x8b\x08 not gzip at all", timeout=5,
                              headers={**auth, "Content-Encoding": "gzip"}).status_code == 400
+        # A body cut short (a gzip member without its end, msgpack without its last entry): refused,
+        # never a 200 for part of it.
+        packed = b"".join(msgpack.packb([0, {"log": FLOW}]) for _ in range(10))  # under the 4 KiB limit
+        half = gzip.compress(packed)[: len(gzip.compress(packed)) // 2]
+        as_msgpack_ = {**auth, "Content-Type": "application/msgpack"}
+        assert requests.post(url, data=half, timeout=5,
+                             headers={**as_msgpack_, "Content-Encoding": "gzip"}).status_code == 400
+        assert requests.post(url, data=packed[:-3], timeout=5, headers=as_msgpack_).status_code == 400
         # Announced too large: refused before a byte of the body is read.
         host, port = url[7:-1].rsplit(":", 1)
         big = http.client.HTTPConnection(host, int(port), timeout=5)
@@ -103,7 +111,7 @@ def test_refusals_are_counted_and_the_agent_keeps_serving(tmp_path) -> None:
         text = a.metrics()
     errors = source_errors(text)
     assert errors[("http", "auth_failed")] == 2
-    assert errors[("http", "malformed_body")] == 3
+    assert errors[("http", "malformed_body")] == 5
     assert errors[("http", "frame_too_large")] == 1
     assert inputs(text)[("http", "parsed")] == 1
 

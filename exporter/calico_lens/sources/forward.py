@@ -113,7 +113,10 @@ def entries_from_stream(data: bytes) -> list[Any]:
     # raw=True keeps strings as bytes: the lines are decoded once per chunk, not once per record.
     unpacker = msgpack.Unpacker(raw=True, strict_map_key=False, ext_hook=slice)
     unpacker.feed(data)
-    return list(unpacker)
+    entries = list(unpacker)
+    if unpacker.tell() != len(data):  # the last entry is cut: refuse the chunk, never ack a part of it
+        raise FrameError(f"packed entries end in an entry cut short ({len(data) - unpacker.tell()} bytes left)")
+    return entries
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
@@ -133,6 +136,8 @@ def gunzip(data: bytes, limit: int) -> bytes:
             raise FrameError(f"gzip data is corrupt: {e}") from None
         if len(out) > limit or d.unconsumed_tail:
             raise FrameError(f"decompressed chunk exceeds {limit} bytes")
+        if not d.eof:  # a member cut short decompresses "fine" as far as it goes: refuse it
+            raise FrameError("gzip data is cut short (no end-of-stream marker)")
         data = d.unused_data
     return bytes(out)
 
