@@ -33,7 +33,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=500_000)
     ap.add_argument("--chunk", type=int, default=2000, help="records per PackedForward chunk")
+    ap.add_argument("--memory", action="store_true", help="only the peak-memory figure under big chunks")
     args = ap.parse_args()
+    if args.memory:
+        return memory()
     gen = TrafficGenerator(seed=3, wrapper="bare")
     chunks = []
     left = args.records
@@ -68,6 +71,67 @@ def main() -> None:
     print(f"forward: {args.records:,} records in {len(chunks)} PackedForward chunks of {args.chunk}, acked one by one")
     print(f"  {wall:.2f} s wall, agent CPU {cpu:.2f} s → {args.records / wall:,.0f} records/s, "
           f"{args.records / cpu:,.0f} records/s per core (target ≥ 300k)")
+
+
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def memory() -> None:
+    """Peak RSS of the agent under the hardening issue's chunks: a hostile 61 kB gzip chunk of 20M
+    tiny entries, and a legitimate gzip chunk of 63 MiB of kernel lines, then all connections busy."""
+    import gzip
+    import threading
+
+    gen = TrafficGenerator(seed=5, wrapper="bare")
+    lines = gen.lines(20_000)
+    legit = b"".join(msgpack.packb([0, {"log": ln}]) for ln in lines)
+    legit = legit * (63 * 1024 * 1024 // len(legit))
+    frames = {"hostile (20M empty entries, 61 kB gzip)": gzip.compress(b"\x92\x00\x80" * (20 << 20), 9),
+              f"legitimate ({len(legit) >> 20} MiB of kernel lines, gzip)": gzip.compress(legit, 6)}
+    fport, mport = free_port(), free_port()
+    snap = Path(tempfile.mkdtemp()) / "cluster.yaml"
+    snap.write_text(yaml.safe_dump(snapshot()))
+    proc = subprocess.Popen([sys.executable, "-m", "calico_lens", "agent", "--source", f"forward:127.0.0.1:{fport}",
+                             "--metrics-address", f"127.0.0.1:{mport}", "--log-prefix", LOG_PREFIX,
+                             "--log-level", "warning", "--snapshot", str(snap)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "exporter")})
+    try:
+        wait_http(f"http://127.0.0.1:{mport}/healthz")
+        print(f"forward memory: agent at start {peak_rss_mb(proc.pid):.0f} MB peak RSS")
+        for what, z in frames.items():
+            c = ForwardClient(f"127.0.0.1:{fport}", timeout=120)
+            c.send_raw(msgpack.packb(["kernel", z, {"chunk": "m", "compressed": "gzip"}], use_bin_type=True))
+            try:
+                answer = c.ack()
+            except (EOFError, ConnectionError):
+                answer = "refused"
+            c.close()
+            print(f"  {what}: {answer}; peak RSS now {peak_rss_mb(proc.pid):.0f} MB")
+
+        def send(z: bytes) -> None:
+            c = ForwardClient(f"127.0.0.1:{fport}", timeout=300)
+            c.send_raw(msgpack.packb(["kernel", z, {"chunk": "m", "compressed": "gzip"}], use_bin_type=True))
+            try:
+                c.ack()
+            except (EOFError, ConnectionError):
+                pass
+            c.close()
+
+        busy = [threading.Thread(target=send, args=(z,)) for z in list(frames.values()) * 4]
+        for t in busy:
+            t.start()
+        for t in busy:
+            t.join()
+        print(f"  eight chunks at once: peak RSS now {peak_rss_mb(proc.pid):.0f} MB (chart limit 256 MiB)")
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 if __name__ == "__main__":

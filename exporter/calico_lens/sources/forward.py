@@ -23,7 +23,7 @@ import ssl
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,7 @@ class ForwardSettings:
     tls_key: str = ""
     max_frame_bytes: int = 16 * 1024 * 1024
     max_decompressed_bytes: int = 64 * 1024 * 1024
+    max_entries: int = 1_000_000  # records in one chunk (or body); more is refused, not decoded
     max_connections: int = 64
     idle_timeout: float = 60.0
     frame_timeout: float = 30.0  # a frame once begun must arrive within this long (slow clients)
@@ -107,16 +108,87 @@ def _records_to_text_careful(entries: list[Any]) -> tuple[str, int, int]:
     return text, len(lines), ignored
 
 
-def entries_from_stream(data: bytes) -> list[Any]:
+ENTRY_BATCH = 20_000  # entries turned into lines at a time: a chunk is never held whole as Python objects
+PIECE = 1 << 20  # bytes decompressed (or fed to the unpacker) at a time
+
+
+def packed_text(data: bytes, gz: bool, max_decompressed: int, max_entries: int) -> tuple[str, int]:
+    """(lines, records without a line) of a PackedForward stream (or a msgpack body), decoded
+    incrementally: memory grows with the lines, not with the number of entries, and an entry or
+    gzip member cut short refuses the whole chunk (never a partial count)."""
     # The entries' times are never read, so EventTime (ext type 0) is turned into the cheapest
     # object a C-level two-argument constructor makes: a Python ext_hook per record cost ~1 µs.
-    # raw=True keeps strings as bytes: the lines are decoded once per chunk, not once per record.
-    unpacker = msgpack.Unpacker(raw=True, strict_map_key=False, ext_hook=slice)
-    unpacker.feed(data)
-    entries = list(unpacker)
-    if unpacker.tell() != len(data):  # the last entry is cut: refuse the chunk, never ack a part of it
-        raise FrameError(f"packed entries end in an entry cut short ({len(data) - unpacker.tell()} bytes left)")
-    return entries
+    # raw=True keeps strings as bytes: the lines are decoded once per batch, not once per record.
+    unpacker = msgpack.Unpacker(raw=True, strict_map_key=False, ext_hook=slice, max_buffer_size=4 * PIECE)
+    parts: list[str] = []
+    ignored = entries = fed = 0
+    batch: list[Any] = []
+
+    def flush() -> None:
+        nonlocal ignored
+        text, _, skipped = records_to_text(batch)
+        parts.append(text)
+        ignored += skipped
+        batch.clear()
+
+    try:
+        for piece in (_gunzip_pieces(data, max_decompressed) if gz else _slices(data)):
+            unpacker.feed(piece)
+            fed += len(piece)
+            for e in unpacker:
+                batch.append(e)
+                if len(batch) >= ENTRY_BATCH:
+                    entries += len(batch)
+                    if entries > max_entries:
+                        raise FrameError(f"chunk holds more than {max_entries} entries")
+                    flush()
+    except FrameError:
+        raise
+    except (ValueError, msgpack.UnpackException) as e:
+        raise FrameError(f"packed entries are not msgpack: {e}") from None
+    if unpacker.tell() != fed:  # the last entry is cut: refuse the chunk, never ack a part of it
+        raise FrameError(f"packed entries end in an entry cut short ({fed - unpacker.tell()} bytes left)")
+    entries += len(batch)
+    if entries > max_entries:
+        raise FrameError(f"chunk holds more than {max_entries} entries")
+    flush()
+    return "".join(parts), ignored
+
+
+def _slices(data: bytes) -> Iterator[memoryview]:
+    view = memoryview(data)
+    for i in range(0, len(view), PIECE):
+        yield view[i:i + PIECE]
+
+
+def _gunzip_pieces(data: bytes, limit: int) -> Iterator[bytes]:
+    """One or more concatenated gzip members, decompressed a piece at a time, refusing to grow
+    past ``limit`` and refusing a member cut short (it decompresses "fine" as far as it goes)."""
+    total = 0
+    while data:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        buf = data
+        while True:
+            try:
+                out = d.decompress(buf, PIECE)
+            except zlib.error as e:  # not gzip, or a corrupt member: the sender's fault, not a crash
+                raise FrameError(f"gzip data is corrupt: {e}") from None
+            total += len(out)
+            if total > limit:
+                raise FrameError(f"decompressed chunk exceeds {limit} bytes")
+            if out:
+                yield out
+            buf = d.unconsumed_tail
+            if d.eof or (not buf and len(out) < PIECE):
+                break
+        if not d.eof:
+            raise FrameError("gzip data is cut short (no end-of-stream marker)")
+        data = d.unused_data
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """All of a gzip body at once (JSON bodies), with the same limits."""
+    return b"".join(_gunzip_pieces(data, limit))
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
@@ -125,54 +197,30 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data)
 
 
-def gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress one or more concatenated gzip members, refusing to grow past ``limit``."""
-    out = bytearray()
-    while data:
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            out += d.decompress(data, limit - len(out) + 1)
-        except zlib.error as e:  # not gzip, or a corrupt member: the sender's fault, not a crash
-            raise FrameError(f"gzip data is corrupt: {e}") from None
-        if len(out) > limit or d.unconsumed_tail:
-            raise FrameError(f"decompressed chunk exceeds {limit} bytes")
-        if not d.eof:  # a member cut short decompresses "fine" as far as it goes: refuse it
-            raise FrameError("gzip data is cut short (no end-of-stream marker)")
-        data = d.unused_data
-    return bytes(out)
-
-
-def decode_frame(frame: Any, max_decompressed: int) -> tuple[list[Any], dict]:
-    """(entries, options) of one Forward frame."""
+def frame_text(frame: Any, max_decompressed: int, max_entries: int) -> tuple[str, int, dict]:
+    """(lines, records without a line, options) of one Forward frame."""
     if not isinstance(frame, (list, tuple)) or len(frame) < 2 or not isinstance(frame[0], str):
         raise FrameError("frame is not [tag, ...]")
     body = frame[1]
-    if isinstance(body, (int, float)):  # Message mode: [tag, time, record, option?]
+    if isinstance(body, (int, float)) or (isinstance(body, msgpack.ExtType) and body.code == 0):
+        # Message mode: [tag, time, record, option?]
         if len(frame) < 3:
             raise FrameError("message frame without a record")
         opts = frame[3] if len(frame) > 3 and isinstance(frame[3], dict) else {}
-        return [[body, frame[2]]], opts
+        text, _, ignored = records_to_text([[0, frame[2]]])
+        return text, ignored, opts
     opts = frame[2] if len(frame) > 2 and isinstance(frame[2], dict) else {}
-    if isinstance(body, list):  # Forward mode
-        entries = body
-    elif isinstance(body, (bytes, bytearray)):  # PackedForward, maybe gzip-compressed
-        raw = bytes(body)
-        if opts.get("compressed") == "gzip":
-            raw = gunzip(raw, max_decompressed)
-        try:
-            entries = entries_from_stream(raw)
-        except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as e:
-            raise FrameError(f"packed entries are not msgpack: {e}") from None
-    elif isinstance(body, msgpack.ExtType) and body.code == 0:
-        if len(frame) < 3:
-            raise FrameError("message frame without a record")
-        opts = frame[3] if len(frame) > 3 and isinstance(frame[3], dict) else {}
-        return [[_ext_hook(0, body.data), frame[2]]], opts
-    else:
-        raise FrameError("frame body is neither a time, entries nor packed entries")
-    # Entries are [time, record] or Fluent Bit 5's [[time, metadata], record]: the record is at
-    # index 1 in both, which is all records_to_text reads.
-    return entries, opts
+    if isinstance(body, list):  # Forward mode: already decoded by the frame reader (bounded by its size)
+        if len(body) > max_entries:
+            raise FrameError(f"chunk holds more than {max_entries} entries")
+        text, _, ignored = records_to_text(body)
+        return text, ignored, opts
+    if isinstance(body, (bytes, bytearray)):  # PackedForward, maybe gzip-compressed
+        # Entries are [time, record] or Fluent Bit 5's [[time, metadata], record]: the record is at
+        # index 1 in both, which is all records_to_text reads.
+        text, ignored = packed_text(bytes(body), opts.get("compressed") == "gzip", max_decompressed, max_entries)
+        return text, ignored, opts
+    raise FrameError("frame body is neither a time, entries nor packed entries")
 
 
 def _sha512_hex(*parts: str | bytes) -> str:
@@ -366,8 +414,8 @@ class ForwardSource(Receiver):
                 log.info("forward: closing a connection: %s", e)
                 return
             try:
-                entries, opts = decode_frame(frame, self.settings.max_decompressed_bytes)
-                text, _, ignored = records_to_text(entries)
+                st = self.settings
+                text, ignored, opts = frame_text(frame, st.max_decompressed_bytes, st.max_entries)
             except FrameError as e:
                 self.reject("malformed_frame")
                 log.info("forward: closing a connection: %s", e)

@@ -21,11 +21,10 @@ import logging
 import socket
 import ssl
 import threading
+import zlib
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import msgpack
 
 from calico_lens.server import send_body
 from calico_lens.sources.base import ErrorSink
@@ -34,8 +33,8 @@ from calico_lens.sources.forward import (
     ForwardSettings,
     FrameError,
     Receiver,
-    entries_from_stream,
     gunzip,
+    packed_text,
     records_to_text,
 )
 
@@ -56,18 +55,30 @@ def _json_records(text: str) -> list[Any]:
         records.extend(value if isinstance(value, list) else [value])
 
 
-def body_entries(body: bytes, content_type: str = "") -> list[Any]:
-    """Entries (``[time, record]``) of a request body; FrameError when it is neither JSON nor msgpack."""
-    first = body.lstrip()[:1]
-    if first in (b"[", b"{") and "msgpack" not in content_type:
+def _head(body: bytes, gz: bool) -> bytes:
+    """The first bytes of a body, decompressed if need be, to tell JSON from msgpack."""
+    if not gz:
+        return body[:64]
+    try:
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, 64)
+    except zlib.error:
+        return b""  # not gzip: packed_text says so
+
+
+def body_text(body: bytes, gz: bool, content_type: str, max_decompressed: int, max_entries: int) -> tuple[str, int]:
+    """(lines, records without a line) of a request body; FrameError when it is neither JSON nor
+    msgpack, or cut short. msgpack bodies are decoded incrementally, like PackedForward chunks."""
+    if "msgpack" not in content_type and _head(body, gz).lstrip()[:1] in (b"[", b"{"):
+        data = gunzip(body, max_decompressed) if gz else body
         try:
-            return [(0, r) for r in _json_records(body.decode("utf-8"))]
+            records = _json_records(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             raise FrameError(f"body is not JSON: {e}") from None
-    try:
-        return entries_from_stream(body)
-    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as e:
-        raise FrameError(f"body is neither JSON nor msgpack: {e}") from None
+        if len(records) > max_entries:
+            raise FrameError(f"body holds more than {max_entries} records")
+        text, _, ignored = records_to_text([(0, r) for r in records])
+        return text, ignored
+    return packed_text(body, gz, max_decompressed, max_entries)
 
 
 class _Server(ThreadingHTTPServer):
@@ -151,10 +162,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return  # the client went away mid-body: nothing counted, nothing answered
         try:
-            if "gzip" in self.headers.get("Content-Encoding", ""):
-                body = gunzip(body, s.max_decompressed_bytes)
-            entries = body_entries(body, self.headers.get("Content-Type", ""))
-            text, _, ignored = records_to_text(entries)
+            text, ignored = body_text(body, "gzip" in self.headers.get("Content-Encoding", ""),
+                                      self.headers.get("Content-Type", ""), s.max_decompressed_bytes, s.max_entries)
         except FrameError as e:
             self._refuse(400, "malformed_body", close=False)
             log.info("http: refused a body: %s", e)
