@@ -46,7 +46,7 @@ class FlowPipeline:
         self.dns = DnsAggregator(store, cfg.cluster_domain, cfg.max_series, cfg.series_ttl, cfg.dns_top_domains)
         self.retries = LabelTable(names.FLOW_RETRIES, names.FLOW_LABELS, cfg.max_series, cfg.series_ttl,
                                   help_text=names.FLOW_RETRIES_HELP)
-        self._syns: dict[int, tuple[str, float]] = {}  # hash(raw key, sport) → (first IP ID, last seen), oldest first
+        self._syns: dict[int, tuple[str, float]] = {}  # attempt id → (first IP ID, last seen)
         self.out.add(self.flows, self.retries, self.dns.requests)
         self.out.add_families(self.dns.families)
         self.out.add_families(self._families)
@@ -143,25 +143,24 @@ class FlowPipeline:
             return {}
         now = time.monotonic()
         seen, retried = self._syns, {}
-        for key, sport, ip_id in res.syns:
-            ident = hash((key, sport))
-            prev = seen.pop(ident, None)
+        for key, attempt, ip_id in res.syns:
+            prev = seen.get(attempt)
             if prev is None or now - prev[1] > window:
-                prev = (ip_id, now)  # a new attempt: its first SYN's ID
-            elif prev[0] != ip_id:
+                seen[attempt] = (ip_id, now)  # a new attempt: its first SYN's ID
+                continue
+            if prev[0] != ip_id:
                 retried[key] = retried.get(key, 0) + 1
-            seen[ident] = (prev[0], now)
+            seen[attempt] = (prev[0], now)
         for key, n in retried.items():
             left = res.counts[key] - n
             if left:
                 res.counts[key] = left
             else:
                 del res.counts[key]
-        while seen:  # bounded: the oldest attempts go first (by age, then by count)
-            first = next(iter(seen))
-            if len(seen) <= self.cfg.syn_retry_max and now - seen[first][1] <= window:
-                break
-            del seen[first]
+        limit = self.cfg.syn_retry_max
+        if len(seen) > limit:  # bounded: keep the newer half (insertion order), in one pass now and then
+            items = list(seen.items())
+            self._syns = dict(items[len(items) - (limit // 2 or 1):])
         return retried
 
     def _pod_deleted(self, namespace: str, pod: str) -> None:

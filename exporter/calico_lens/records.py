@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 
 from calico_lens.config import Config
@@ -105,7 +106,8 @@ class FlowRecordStage:
                                   help_text=names.HELP[names.POLICY_PREVIEW])
         self.tables = [self.started, self.completed, self.bytes, self.packets, self.hits, self.preview]
         self._labels: dict[bytes, _Labels | RecordError] = {}
-        self._seen: dict[int, int] = {}  # hash((key, start, end)) → start, in arrival order
+        # hash((key, start, end)) → start, in arrival order (OrderedDict: cheap to drop the oldest)
+        self._seen: OrderedDict[int, int] = OrderedDict()
         self.dedupe_max = cfg.felix_dedupe_max
         self.dedupe_evicted = 0  # entries dropped to stay within felix_dedupe_max
         self.label_evictions = 0
@@ -255,12 +257,12 @@ class FlowRecordStage:
         seen = self._seen
         horizon = self._newest - DEDUPE_HORIZON
         while seen:
-            first = next(iter(seen))
-            if seen[first] >= horizon and len(seen) <= self.dedupe_max:
+            _, start = next(iter(seen.items()))
+            if start >= horizon and len(seen) <= self.dedupe_max:
                 break
-            if seen[first] >= horizon:
+            if start >= horizon:
                 self.dedupe_evicted += 1  # a resend of this one would now count twice
-            del seen[first]
+            seen.popitem(last=False)
 
     def dedupe_entries(self) -> int:
         return len(self._seen)

@@ -182,6 +182,18 @@ static int syn_fields(P se, P ps, P pe, P de, P e, P *sp_s, P *sp_e, P *id_s, P 
     return 0;
 }
 
+/* FNV-1a (64 bit) over head, NUL, span, NUL, source port: one connection attempt's identity,
+ * the same number kernel_log.attempt_id() computes. */
+static unsigned long long fnv_parts(P a, P ae, P b, P be, P c, P ce) {
+    unsigned long long h = 14695981039346656037ULL;
+    for (P p = a; p < ae; p++) { h ^= *p; h *= 1099511628211ULL; }
+    h *= 1099511628211ULL;  /* the NUL separator: h ^= 0 */
+    for (P p = b; p < be; p++) { h ^= *p; h *= 1099511628211ULL; }
+    h *= 1099511628211ULL;
+    for (P p = c; p < ce; p++) { h ^= *p; h *= 1099511628211ULL; }
+    return h;
+}
+
 static PyObject *scan(PyObject *self, PyObject *arg) {
     (void)self;
     if (!PyUnicode_Check(arg)) {
@@ -195,7 +207,7 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
     P end = base + n;
     PyObject *counts = PyDict_New();
     if (!counts) return NULL;
-    PyObject *syns = PyList_New(0);  /* (key, sport, ip id) of each bare SYN, in line order */
+    PyObject *syns = PyList_New(0);  /* (key, attempt id, ip id) of each bare SYN, in line order */
     if (!syns) { Py_DECREF(counts); return NULL; }
     Py_ssize_t lines = 0, ignored = 0, malformed = 0;
     PyObject *sample = NULL;
@@ -218,7 +230,7 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
             Py_DECREF(nv);
             P sps, spe, ids, ide;
             if (syn_fields(se, ps, pe, de, e, &sps, &spe, &ids, &ide)) {
-                PyObject *t = Py_BuildValue("(ONN)", key, PyUnicode_Substring(arg, sps - base, spe - base),
+                PyObject *t = Py_BuildValue("(OKN)", key, fnv_parts(hs, he, ss, se, sps, spe),
                                             PyUnicode_Substring(arg, ids - base, ide - base));
                 if (!t || PyList_Append(syns, t) < 0) { Py_XDECREF(t); Py_DECREF(key); goto fail; }
                 Py_DECREF(t);

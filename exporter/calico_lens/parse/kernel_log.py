@@ -72,7 +72,16 @@ _EBPF_HEAD = re.compile(r"(?:^|\s)((?:[^\s:]|:(?! ))*: )\Z")
 _SYN_FLAGS_RX = re.compile(r"RES=0x[0-9a-fA-F]+ ((?:[A-Z]+ )*)URGP=")
 _ID_RX = re.compile(r" ID=(\d+)")
 _SPT_RX = re.compile(r" SPT=(\d+) DPT=")
-Syn = tuple[RawKey, str, str]  # (raw key, source port, IP ID)
+Syn = tuple[RawKey, int, str]  # (raw key, attempt id: FNV-1a of head, span and source port, IP ID)
+_FNV_OFFSET, _FNV_PRIME, _MASK = 14695981039346656037, 1099511628211, (1 << 64) - 1
+
+
+def attempt_id(head: str, span: str, sport: str) -> int:
+    """FNV-1a (64 bit) of head, NUL, span, NUL, source port: what the C scanner computes."""
+    h = _FNV_OFFSET
+    for b in "\0".join((head, span, sport)).encode("latin-1", "replace"):
+        h = ((h ^ b) * _FNV_PRIME) & _MASK
+    return h
 
 OUT_MARK = " OUT="
 VERDICTS = {"ALLOWED": "allow", "DENIED": "deny", "PASSED": "pass", "ALLOW": "allow", "DENY": "deny"}
@@ -199,7 +208,7 @@ def _syn(line: str, m: re.Match[str], res: ParseResult) -> None:
         return
     tokens = flags.group(1).split()
     if "SYN" in tokens and "ACK" not in tokens:
-        res.syns.append(((head, span, proto, dport, ""), sport.group(1), ip_id.group(1)))
+        res.syns.append(((head, span, proto, dport, ""), attempt_id(head, span, sport.group(1)), ip_id.group(1)))
 
 
 def _strip_brackets(addr: str) -> str:

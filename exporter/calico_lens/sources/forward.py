@@ -112,8 +112,8 @@ ENTRY_BATCH = 20_000  # entries turned into lines at a time: a chunk is never he
 PIECE = 1 << 20  # bytes decompressed (or fed to the unpacker) at a time
 
 
-def packed_text(data: bytes, gz: bool, max_decompressed: int, max_entries: int) -> tuple[str, int]:
-    """(lines, records without a line) of a PackedForward stream (or a msgpack body), decoded
+def packed_text(data: bytes, gz: bool, max_decompressed: int, max_entries: int) -> tuple[list[str], int]:
+    """(lines in batches, records without a line) of a PackedForward stream (or a msgpack body), decoded
     incrementally: memory grows with the lines, not with the number of entries, and an entry or
     gzip member cut short refuses the whole chunk (never a partial count)."""
     # The entries' times are never read, so EventTime (ext type 0) is turned into the cheapest
@@ -152,7 +152,7 @@ def packed_text(data: bytes, gz: bool, max_decompressed: int, max_entries: int) 
     if entries > max_entries:
         raise FrameError(f"chunk holds more than {max_entries} entries")
     flush()
-    return "".join(parts), ignored
+    return parts, ignored  # batches, not one joined string: joining would hold the text twice
 
 
 def _slices(data: bytes) -> Iterator[memoryview]:
@@ -197,8 +197,8 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data)
 
 
-def frame_text(frame: Any, max_decompressed: int, max_entries: int) -> tuple[str, int, dict]:
-    """(lines, records without a line, options) of one Forward frame."""
+def frame_text(frame: Any, max_decompressed: int, max_entries: int) -> tuple[list[str], int, dict]:
+    """(lines in batches, records without a line, options) of one Forward frame."""
     if not isinstance(frame, (list, tuple)) or len(frame) < 2 or not isinstance(frame[0], str):
         raise FrameError("frame is not [tag, ...]")
     body = frame[1]
@@ -208,18 +208,18 @@ def frame_text(frame: Any, max_decompressed: int, max_entries: int) -> tuple[str
             raise FrameError("message frame without a record")
         opts = frame[3] if len(frame) > 3 and isinstance(frame[3], dict) else {}
         text, _, ignored = records_to_text([[0, frame[2]]])
-        return text, ignored, opts
+        return [text], ignored, opts
     opts = frame[2] if len(frame) > 2 and isinstance(frame[2], dict) else {}
     if isinstance(body, list):  # Forward mode: already decoded by the frame reader (bounded by its size)
         if len(body) > max_entries:
             raise FrameError(f"chunk holds more than {max_entries} entries")
         text, _, ignored = records_to_text(body)
-        return text, ignored, opts
+        return [text], ignored, opts
     if isinstance(body, (bytes, bytearray)):  # PackedForward, maybe gzip-compressed
         # Entries are [time, record] or Fluent Bit 5's [[time, metadata], record]: the record is at
         # index 1 in both, which is all records_to_text reads.
-        text, ignored = packed_text(bytes(body), opts.get("compressed") == "gzip", max_decompressed, max_entries)
-        return text, ignored, opts
+        parts, ignored = packed_text(bytes(body), opts.get("compressed") == "gzip", max_decompressed, max_entries)
+        return parts, ignored, opts
     raise FrameError("frame body is neither a time, entries nor packed entries")
 
 
@@ -234,6 +234,10 @@ class Receiver(Source):
     """What the Fluent Bit receivers share: settings, a deliver that returns once a batch is counted,
     counted refusals, and the TLS context when a certificate is configured."""
 
+    # Chunks decoded at once across every connection of every receiver: a decoded chunk holds its
+    # lines until they are counted, so this (not the connection count) bounds that memory.
+    DECODING = threading.BoundedSemaphore(2)
+
     def __init__(self, settings: ForwardSettings, deliver: Deliver, error: ErrorSink,
                  reject: Callable[[str], None]):
         super().__init__(lambda s, t: deliver(s, t, 0), error)
@@ -245,6 +249,13 @@ class Receiver(Source):
         if settings.tls_cert:
             self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self.tls.load_cert_chain(settings.tls_cert, settings.tls_key or None)
+
+
+    def deliver_all(self, parts: list[str], ignored: int) -> None:
+        """Every batch of one chunk, each counted before this returns (the ack or 200 comes after)."""
+        while parts:
+            self.deliver(self.name, parts.pop(0), ignored)  # popped: counted text is freed at once
+            ignored = 0
 
 
 class ForwardSource(Receiver):
@@ -413,15 +424,16 @@ class ForwardSource(Receiver):
                 self.reject(str(e).split(":")[0])
                 log.info("forward: closing a connection: %s", e)
                 return
-            try:
-                st = self.settings
-                text, ignored, opts = frame_text(frame, st.max_decompressed_bytes, st.max_entries)
-            except FrameError as e:
-                self.reject("malformed_frame")
-                log.info("forward: closing a connection: %s", e)
-                return
-            # Counted before the ack: the pipeline has seen every record once this returns.
-            self.deliver(self.name, text, ignored)
+            with self.DECODING:
+                try:
+                    st = self.settings
+                    parts, ignored, opts = frame_text(frame, st.max_decompressed_bytes, st.max_entries)
+                except FrameError as e:
+                    self.reject("malformed_frame")
+                    log.info("forward: closing a connection: %s", e)
+                    return
+                # Counted before the ack: the pipeline has seen every record once this returns.
+                self.deliver_all(parts, ignored)
             chunk = opts.get("chunk")
             if chunk is not None:
                 conn.sendall(msgpack.packb({"ack": chunk}))

@@ -65,7 +65,8 @@ def _head(body: bytes, gz: bool) -> bytes:
         return b""  # not gzip: packed_text says so
 
 
-def body_text(body: bytes, gz: bool, content_type: str, max_decompressed: int, max_entries: int) -> tuple[str, int]:
+def body_text(body: bytes, gz: bool, content_type: str, max_decompressed: int,
+              max_entries: int) -> tuple[list[str], int]:
     """(lines, records without a line) of a request body; FrameError when it is neither JSON nor
     msgpack, or cut short. msgpack bodies are decoded incrementally, like PackedForward chunks."""
     if "msgpack" not in content_type and _head(body, gz).lstrip()[:1] in (b"[", b"{"):
@@ -77,7 +78,7 @@ def body_text(body: bytes, gz: bool, content_type: str, max_decompressed: int, m
         if len(records) > max_entries:
             raise FrameError(f"body holds more than {max_entries} records")
         text, _, ignored = records_to_text([(0, r) for r in records])
-        return text, ignored
+        return [text], ignored
     return packed_text(body, gz, max_decompressed, max_entries)
 
 
@@ -161,18 +162,20 @@ class _Handler(BaseHTTPRequestHandler):
         if len(body) < size:
             self.close_connection = True
             return  # the client went away mid-body: nothing counted, nothing answered
-        try:
-            text, ignored = body_text(body, "gzip" in self.headers.get("Content-Encoding", ""),
-                                      self.headers.get("Content-Type", ""), s.max_decompressed_bytes, s.max_entries)
-        except FrameError as e:
-            self._refuse(400, "malformed_body", close=False)
-            log.info("http: refused a body: %s", e)
-            return
-        try:
-            src.deliver(src.name, text, ignored)  # returns once counted
-        except OSError:
-            send_body(self, 503, b"not counted; send it again\n")  # Fluent Bit retries the chunk
-            return
+        with src.DECODING:
+            try:
+                parts, ignored = body_text(body, "gzip" in self.headers.get("Content-Encoding", ""),
+                                           self.headers.get("Content-Type", ""), s.max_decompressed_bytes,
+                                           s.max_entries)
+            except FrameError as e:
+                self._refuse(400, "malformed_body", close=False)
+                log.info("http: refused a body: %s", e)
+                return
+            try:
+                src.deliver_all(parts, ignored)  # returns once every batch is counted
+            except OSError:
+                send_body(self, 503, b"not counted; send it again\n")  # Fluent Bit retries the chunk
+                return
         send_body(self, 200, b"ok\n")
 
 
