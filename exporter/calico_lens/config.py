@@ -44,7 +44,7 @@ class Config:
     cluster_domain: str = "cluster.local"  # names under it are zone "cluster"
     dns_top_domains: int = 100  # external domains tracked by name; the rest fold into __other__
     syn_retry_window: float = 60.0  # a SYN resent within this long is a retry, not a new flow (0: off)
-    syn_retry_max: int = 100000  # recent connection attempts remembered to tell retries apart
+    syn_retry_max: int = 20000  # recent connection attempts remembered to tell retries apart
     # TCP health and traffic volume from the kernel (need the host PID namespace / host network)
     tcp_stats: bool = False  # per-pod snmp/netstat/dev counters and sock_diag RTT
     conntrack: bool = False  # per-flow bytes/packets and unreplied connections from conntrack

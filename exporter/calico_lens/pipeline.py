@@ -46,7 +46,8 @@ class FlowPipeline:
         self.dns = DnsAggregator(store, cfg.cluster_domain, cfg.max_series, cfg.series_ttl, cfg.dns_top_domains)
         self.retries = LabelTable(names.FLOW_RETRIES, names.FLOW_LABELS, cfg.max_series, cfg.series_ttl,
                                   help_text=names.FLOW_RETRIES_HELP)
-        self._syns: dict[int, tuple[str, float]] = {}  # attempt id → (first IP ID, last seen)
+        # attempt id → first IP ID << 32 | second last seen: one int per entry keeps the bound small
+        self._syns: dict[int, int] = {}
         self.out.add(self.flows, self.retries, self.dns.requests)
         self.out.add_families(self.dns.families)
         self.out.add_families(self._families)
@@ -141,16 +142,16 @@ class FlowPipeline:
         window = self.cfg.syn_retry_window
         if window <= 0:
             return {}
-        now = time.monotonic()
+        now = int(time.monotonic())
         seen, retried = self._syns, {}
         for key, attempt, ip_id in res.syns:
             prev = seen.get(attempt)
-            if prev is None or now - prev[1] > window:
-                seen[attempt] = (ip_id, now)  # a new attempt: its first SYN's ID
+            if prev is None or now - (prev & 0xFFFFFFFF) > window:
+                seen[attempt] = ip_id << 32 | now  # a new attempt: its first SYN's ID
                 continue
-            if prev[0] != ip_id:
+            if prev >> 32 != ip_id:
                 retried[key] = retried.get(key, 0) + 1
-            seen[attempt] = (prev[0], now)
+            seen[attempt] = (prev >> 32) << 32 | now
         for key, n in retried.items():
             left = res.counts[key] - n
             if left:

@@ -230,8 +230,10 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
             Py_DECREF(nv);
             P sps, spe, ids, ide;
             if (syn_fields(se, ps, pe, de, e, &sps, &spe, &ids, &ide)) {
-                PyObject *t = Py_BuildValue("(OKN)", key, fnv_parts(hs, he, ss, se, sps, spe),
-                                            PyUnicode_Substring(arg, ids - base, ide - base));
+                PyObject *digits_s = PyUnicode_Substring(arg, ids - base, ide - base);
+                PyObject *ip_id = digits_s ? PyLong_FromUnicodeObject(digits_s, 10) : NULL;
+                Py_XDECREF(digits_s);
+                PyObject *t = ip_id ? Py_BuildValue("(OKN)", key, fnv_parts(hs, he, ss, se, sps, spe), ip_id) : NULL;
                 if (!t || PyList_Append(syns, t) < 0) { Py_XDECREF(t); Py_DECREF(key); goto fail; }
                 Py_DECREF(t);
             }

@@ -72,7 +72,7 @@ _EBPF_HEAD = re.compile(r"(?:^|\s)((?:[^\s:]|:(?! ))*: )\Z")
 _SYN_FLAGS_RX = re.compile(r"RES=0x[0-9a-fA-F]+ ((?:[A-Z]+ )*)URGP=")
 _ID_RX = re.compile(r" ID=(\d+)")
 _SPT_RX = re.compile(r" SPT=(\d+) DPT=")
-Syn = tuple[RawKey, int, str]  # (raw key, attempt id: FNV-1a of head, span and source port, IP ID)
+Syn = tuple[RawKey, int, int]  # (raw key, attempt id: FNV-1a of head, span and source port, IP ID)
 _FNV_OFFSET, _FNV_PRIME, _MASK = 14695981039346656037, 1099511628211, (1 << 64) - 1
 
 
@@ -208,7 +208,7 @@ def _syn(line: str, m: re.Match[str], res: ParseResult) -> None:
         return
     tokens = flags.group(1).split()
     if "SYN" in tokens and "ACK" not in tokens:
-        res.syns.append(((head, span, proto, dport, ""), attempt_id(head, span, sport.group(1)), ip_id.group(1)))
+        res.syns.append(((head, span, proto, dport, ""), attempt_id(head, span, sport.group(1)), int(ip_id.group(1))))
 
 
 def _strip_brackets(addr: str) -> str:
