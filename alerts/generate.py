@@ -39,6 +39,7 @@ SETTINGS: dict[str, Any] = {
     "watch_restarts": 5,  # Kubernetes watch restarts per 15 minutes
     "watch_for": "10m",
     "overflow_for": "10m",
+    "kube_stale_seconds": 900,  # metadata not known current for this long (3 watch timeouts of 5 min)
     "dns_servfail_ratio": 0.05,  # 1 in 20 answers a server failure: the upstream or CoreDNS is sick
     "dns_nxdomain_ratio": 0.25,  # search-path misses excluded, so what is left are names that do not exist
     "dns_p99_seconds": 1.0,  # a second at the 99th percentile is felt by every client retrying
@@ -153,7 +154,9 @@ def build(settings: dict[str, Any] | None = None) -> dict:
             _alert("CalicoLensKubernetesWatchFailing",
                    f"sum by (job, instance, resource) (increase({n.KUBE_WATCH_RESTARTS}_total[15m])) > "
                    f"{s['watch_restarts']}\n"
-                   f'or {n.KUBE_SYNCED}{{resource=~"pods|services|namespaces|nodes|networkpolicies"}} == 0',
+                   f'or {n.KUBE_SYNCED}{{resource=~"pods|services|namespaces|nodes|networkpolicies"}} == 0\n'
+                   f'or time() - {n.KUBE_LAST_SYNC}{{resource=~"pods|services|namespaces|nodes|networkpolicies"}} '
+                   f'> {s["kube_stale_seconds"]}',
                    "warning", "A calico-lens agent cannot keep its Kubernetes metadata current.",
                    "Watching {{ $labels.resource }} from {{ $labels.instance }} keeps failing: flows may carry "
                    "stale or missing workload names.", s, s["watch_for"]),

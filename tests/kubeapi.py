@@ -40,6 +40,10 @@ class FakeKubeAPI:
         self.log: dict[str, list[tuple[int, str, dict]]] = {k: [] for k in PATHS}
         self.compacted = 0
         self.forbidden: set[str] = set()
+        # Faults: lists that never answer, watches that send headers and then nothing, 410 every time.
+        self.hang_lists = False
+        self.silent_watches = False
+        self.always_gone = False
         self.requests: list[str] = []
         self._cond = threading.Condition()
         self._generation = 0  # bumped to drop every open watch
@@ -138,6 +142,9 @@ class FakeKubeAPI:
                     self._json(403, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
                                      "reason": "Forbidden", "message": f"{resource} is forbidden"})
                     return
+                if not watching and api.hang_lists:
+                    self._hang()
+                    return
                 if not watching:
                     with api._cond:
                         items = list(api.objects[resource].values())
@@ -153,15 +160,26 @@ class FakeKubeAPI:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
 
+            def _hang(self) -> None:
+                """Say nothing until the test ends (a stuck API server or a black-holed connection)."""
+                with api._cond:
+                    gen = api._generation
+                    while api._generation == gen:
+                        api._cond.wait(0.5)
+                self.close_connection = True
+
             def _watch(self, resource: str, since: int, timeout: float, bookmarks: bool) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
+                if api.silent_watches:
+                    self._hang()
+                    return
                 end = time.monotonic() + timeout
                 with api._cond:
                     gen = api._generation
-                    if since < api.compacted:
+                    if since < api.compacted or api.always_gone:
                         self._chunk({"type": "ERROR", "object": {
                             "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
                             "reason": "Expired", "message": f"too old resource version: {since} ({api.compacted})"}})

@@ -91,7 +91,7 @@ class Agent:
                                                 volume=not self.felix)
             self.tables.add(*self.conntrack.tables)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(LensCollector(self.tables, self.store, self._restarts))
+        self.registry.register(LensCollector(self.tables, self.store, lambda: self.watcher))
         # (source, text or records, lines ignored before parsing, done event or None)
         self._queue: queue.Queue[tuple[str, str | RecordBatch, int, _Done | None] | None] = queue.Queue(QUEUE_BATCHES)
         self._sources: list[Source] = []
@@ -101,9 +101,6 @@ class Agent:
 
     def exposition(self) -> bytes:
         return render(self.registry, self.tables)
-
-    def _restarts(self) -> dict[str, int]:
-        return dict(self.watcher.restarts) if self.watcher else {}
 
     def ready(self) -> tuple[bool, str]:
         for src in self._sources:

@@ -37,7 +37,8 @@ def api():
 
 def start(server: FakeKubeAPI, store: MetadataStore, **kw) -> KubeWatcher:
     cfg = client.Configuration(host=server.url)
-    w = KubeWatcher(store, client.ApiClient(cfg), watch_timeout=kw.pop("watch_timeout", 5), max_backoff=0.2,
+    w = KubeWatcher(store, client.ApiClient(cfg), watch_timeout=kw.pop("watch_timeout", 5),
+                    max_backoff=kw.pop("max_backoff", 0.2),
                     absent_retry=kw.pop("absent_retry", 0.5), **kw)
     w.start()
     return w
@@ -141,4 +142,58 @@ def test_forbidden_resource_is_reported(api: FakeKubeAPI) -> None:
         wait_for(lambda: w.unavailable.get("calico_globalnetworkpolicies", "").startswith("access denied"))
         assert w.restarts["calico_globalnetworkpolicies"] >= 1
     finally:
+        w.stop()
+
+
+def test_a_list_that_never_answers_is_cut_off_and_retried(api: FakeKubeAPI) -> None:
+    api.hang_lists = True
+    store = MetadataStore()
+    w = start(api, store, request_timeout=0.5)
+    try:
+        wait_for(lambda: w.restarts["pods"] >= 2)  # not stuck on the first list
+        assert not w.required_synced() and "pods" in w.unavailable
+        api.hang_lists = False
+        api.drop_watches()  # ends the hanging requests
+        api.put("pods", pod("web-0", "10.0.0.1"))
+        wait_for(lambda: store.index().lookup("10.0.0.1").kind == "pod")
+        assert time.time() - w.last_sync["pods"] < 5
+    finally:
+        w.stop()
+
+
+def test_a_silent_watch_is_cut_off_and_the_cache_catches_up(api: FakeKubeAPI) -> None:
+    """A watch that sends its headers and then nothing used to leave the metadata stale forever while
+    /readyz said ready; now the read deadline (watch timeout + grace) restarts it."""
+    store = MetadataStore()
+    w = start(api, store, watch_timeout=1, read_grace=0.5)
+    try:
+        wait_for(lambda: w.required_synced())
+        api.silent_watches = True
+        api.drop_watches()  # the open watches end; the new ones are silent
+        before = w.restarts["pods"]
+        api.put("pods", pod("web-1", "10.0.0.2"))  # only a relist after the cut-off can see it
+        wait_for(lambda: store.index().lookup("10.0.0.2").kind == "pod", timeout=15)
+        assert w.restarts["pods"] > before
+    finally:
+        api.silent_watches = False
+        api.drop_watches()
+        w.stop()
+
+
+def test_410_every_time_backs_off_instead_of_hammering(api: FakeKubeAPI) -> None:
+    store = MetadataStore()
+    w = start(api, store, watch_timeout=5, max_backoff=1.0)
+    try:
+        wait_for(lambda: w.required_synced())
+        api.always_gone = True
+        api.drop_watches()
+        time.sleep(0.5)
+        lists = api.count("LIST /api/v1/pods")
+        time.sleep(3)
+        # Each 410 relists; after the first they wait (jittered, doubling up to max_backoff, 1 s
+        # here): one or two a second, not as fast as the server answers (~170/s from one agent).
+        per_s = (api.count("LIST /api/v1/pods") - lists) / 3
+        assert 0.3 <= per_s <= 4, per_s
+    finally:
+        api.always_gone = False
         w.stop()

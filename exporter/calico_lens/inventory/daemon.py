@@ -55,7 +55,7 @@ class Inventory(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._families
-        yield from kube_families(self.store, dict(self.watcher.restarts) if self.watcher else {})
+        yield from kube_families(self.store, self.watcher)
         info = GaugeMetricFamily(names.BUILD_INFO, "calico-lens build information.", labels=("version",))
         info.add_metric((__version__,), 1)
         yield info

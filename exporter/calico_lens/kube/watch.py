@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -46,14 +47,20 @@ def api_client(kubeconfig: str = "") -> client.ApiClient:
 
 class KubeWatcher:
     def __init__(self, store: MetadataStore, api: client.ApiClient, resources: tuple[Resource, ...] = RESOURCES,
-                 watch_timeout: int = 300, max_backoff: float = 30.0, absent_retry: float = 300.0):
+                 watch_timeout: int = 300, max_backoff: float = 30.0, absent_retry: float = 300.0,
+                 request_timeout: float = 30.0, read_grace: float = 30.0):
         self.store = store
         self.api = api
         self.resources = resources
         self.watch_timeout = watch_timeout
         self.max_backoff = max_backoff
         self.absent_retry = absent_retry
+        # Every call has a deadline: a list that never answers, or a watch that sends its headers
+        # and then nothing, is cut off and retried instead of leaving the metadata stale forever.
+        self.request_timeout = request_timeout
+        self.read_grace = read_grace  # a watch may be silent this long past its own timeout
         self.restarts: dict[str, int] = {r.key: 0 for r in resources}
+        self.last_sync: dict[str, float] = {}  # resource → wall time the cache was last known current
         self.unavailable: dict[str, str] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -91,6 +98,7 @@ class KubeWatcher:
 
     def _run(self, r: Resource) -> None:
         backoff = 1.0
+        gone = 0  # 410s in a row: the first relists at once, the next ones back off
         groups = [CALICO_GROUP, CALICO_CRD_GROUP] if r.group == CALICO_GROUP else [r.group]
         gi = 0
         while not self._stop.is_set():
@@ -101,10 +109,14 @@ class KubeWatcher:
                 backoff = 1.0
                 while not self._stop.is_set():
                     rv = self._watch(r, fn, kw, rv)
+                    gone = 0
             except ApiException as e:
                 if e.status == 410:
                     self.restarts[r.key] += 1
+                    gone += 1
                     log.info("watch %s: resourceVersion too old (410 Gone), listing again", r.key)
+                    if gone > 1:  # a server that answers 410 every time is not hammered with lists
+                        self._stop.wait(_jitter(min(0.5 * 2 ** (gone - 2), self.max_backoff)))
                     continue
                 if e.status == 404 and r.optional:
                     if gi + 1 < len(groups):
@@ -123,14 +135,15 @@ class KubeWatcher:
                 self.restarts[r.key] += 1
                 self.unavailable[r.key] = type(e).__name__
                 log.warning("watch %s failed: %s; retrying in %.0fs", r.key, e, backoff)
-            self._stop.wait(backoff)
+            self._stop.wait(_jitter(backoff))
             backoff = min(backoff * 2, self.max_backoff)
 
     def _list(self, r: Resource, fn: Callable[..., Any], kw: dict[str, Any]) -> str:
-        resp = fn(**kw, _preload_content=False)
+        resp = fn(**kw, _preload_content=False, _request_timeout=(5, self.request_timeout))
         doc = json.loads(resp.data)
         items = doc.get("items") or []
         self.store.replace(r.key, items)
+        self.last_sync[r.key] = time.time()
         return str((doc.get("metadata") or {}).get("resourceVersion", ""))
 
     def _watch(self, r: Resource, fn: Callable[..., Any], kw: dict[str, Any], rv: str) -> str:
@@ -142,7 +155,8 @@ class KubeWatcher:
         w = watch.Watch()
         started = time.monotonic()
         for ev in w.stream(raw, **kw, resource_version=rv, timeout_seconds=self.watch_timeout,
-                           allow_watch_bookmarks=True):
+                           allow_watch_bookmarks=True,
+                           _request_timeout=(5, self.watch_timeout + self.read_grace)):
             if self._stop.is_set():
                 w.stop()
                 break
@@ -150,7 +164,15 @@ class KubeWatcher:
             rv = str((obj.get("metadata") or {}).get("resourceVersion", rv))
             if ev.get("type") in ("ADDED", "MODIFIED", "DELETED"):
                 self.store.apply(r.key, ev["type"], obj)
+            self.last_sync[r.key] = time.time()  # an event or a bookmark: current up to here
+        else:
+            self.last_sync[r.key] = time.time()  # the watch ended on time: nothing was missed
         if not self._stop.is_set() and time.monotonic() - started < self.watch_timeout * 0.9:
             self.restarts[r.key] += 1  # the server dropped the watch early
             self._stop.wait(0.2)
         return rv
+
+
+def _jitter(seconds: float) -> float:
+    """Between half and all of ``seconds``: agents on every node do not retry in step."""
+    return seconds * random.uniform(0.5, 1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -17,10 +18,10 @@ from calico_lens.metrics.tables import Tables
 
 class LensCollector(Collector):
     def __init__(self, tables: Tables, store: MetadataStore,
-                 watch_restarts: Callable[[], dict[str, int]] | None = None):
+                 watcher: Callable[[], Any] | None = None):
         self.tables = tables
         self.store = store
-        self.watch_restarts = watch_restarts or (lambda: {})
+        self.watcher = watcher or (lambda: None)  # the KubeWatcher, once there is one
 
     def collect(self) -> Iterator[Metric]:
         # The large label tables are rendered by ``render`` below, not as metric families.
@@ -55,7 +56,7 @@ class LensCollector(Collector):
         yield overflow
         yield expired
 
-        yield from kube_families(self.store, self.watch_restarts())
+        yield from kube_families(self.store, self.watcher())
         for families in t.families:
             yield from families()
 
@@ -76,20 +77,26 @@ def rtt_families(pn) -> Iterator[Metric]:
         yield g
 
 
-def kube_families(store: MetadataStore, restarts: dict[str, int]) -> list[Metric]:
+def kube_families(store: MetadataStore, watcher: Any = None) -> list[Metric]:
     """The metadata cache's self-metrics (shared by the agent and the inventory)."""
+    restarts = dict(watcher.restarts) if watcher is not None else {}
+    last_sync = dict(watcher.last_sync) if watcher is not None else {}
     objects = GaugeMetricFamily(names.KUBE_OBJECTS, "Kubernetes objects in the metadata cache.",
                                 labels=("resource",))
     synced = GaugeMetricFamily(names.KUBE_SYNCED, "1 once the resource was listed successfully.",
                                labels=("resource",))
-    restarted = CounterMetricFamily(names.KUBE_WATCH_RESTARTS, "Watches restarted (410 Gone, errors, "
+    restarted = CounterMetricFamily(names.KUBE_WATCH_RESTARTS, "Watches restarted (410 Gone, errors, timeouts, "
                                     "dropped connections), by resource.", labels=("resource",))
+    fresh = GaugeMetricFamily(names.KUBE_LAST_SYNC, "Unix time the cache of a resource was last known current "
+                              "(a list, a watch event or bookmark, a watch that ended on time).", labels=("resource",))
     counts = store.counts()
     for r in store.resources:
         objects.add_metric((r.key,), counts.get(r.key, 0))
         synced.add_metric((r.key,), 1 if r.key in store.synced else 0)
         restarted.add_metric((r.key,), restarts.get(r.key, 0))
-    return [objects, synced, restarted]
+        if r.key in last_sync:
+            fresh.add_metric((r.key,), last_sync[r.key])
+    return [objects, synced, restarted, fresh]
 
 
 def render(registry: CollectorRegistry, tables: Tables) -> bytes:

@@ -38,6 +38,7 @@ SERIES_EXPIRED = f"{PREFIX}_series_expired"  # _total{metric}: idle or deleted-p
 KUBE_OBJECTS = f"{PREFIX}_kubernetes_objects"  # gauge{resource}
 KUBE_WATCH_RESTARTS = f"{PREFIX}_kubernetes_watch_restarts"  # _total{resource}
 KUBE_SYNCED = f"{PREFIX}_kubernetes_synced"  # gauge{resource}: 1 once the first list succeeded
+KUBE_LAST_SYNC = f"{PREFIX}_kubernetes_last_sync_timestamp_seconds"  # gauge{resource}: cache known current
 SOURCE_ERRORS = f"{PREFIX}_source_errors"  # _total{source, reason}
 ENRICH_CACHE_EVICTIONS = f"{PREFIX}_enrich_cache_evictions"  # _total
 BUILD_INFO = f"{PREFIX}_build_info"  # gauge{version} = 1
@@ -157,6 +158,7 @@ ALL_METRICS: tuple[str, ...] = (
     KUBE_OBJECTS,
     KUBE_WATCH_RESTARTS,
     KUBE_SYNCED,
+    KUBE_LAST_SYNC,
     SOURCE_ERRORS,
     ENRICH_CACHE_EVICTIONS,
     BUILD_INFO,
