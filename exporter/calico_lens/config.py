@@ -212,7 +212,17 @@ def load(path: str = "", env: dict[str, str] | None = None, overrides: dict[str,
     cfg = Config()
     for key, v in values.items():
         setattr(cfg, key, _coerce(key, v))
+    check(cfg)
     return cfg
+
+
+def check(cfg: Config) -> None:
+    """Settings that are wrong together. The Forward protocol checks users only inside its shared-key
+    handshake: users without a key would leave Forward open while HTTP enforces them."""
+    forward = any(registry.parse(s).kind == "forward" for s in cfg.sources)
+    if cfg.forward_users and not cfg.forward_shared_key and forward:
+        raise ConfigError("forward_users: set forward_shared_key too; the Forward protocol asks for users "
+                          "only in its shared-key handshake, so without a key anyone could send")
 
 
 def split_address(address: str) -> tuple[str, int]:

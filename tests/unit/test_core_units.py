@@ -151,3 +151,29 @@ def test_enrich_cache_eviction_keeps_every_line_of_the_batch() -> None:
     assert pipe.out.inputs[("file", "parsed")] == 304
     assert pipe.flows.total() == 304
     assert len(pipe.enricher._cache) <= 100 and pipe.enricher.evictions >= 1
+
+
+def test_forward_users_without_a_shared_key_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match="forward_shared_key"):
+        load(env={}, overrides={"sources": ["forward:127.0.0.1:24224"], "forward_users": {"fluent": "pw"}})
+    load(env={}, overrides={"sources": ["forward:127.0.0.1:24224"], "forward_users": {"fluent": "pw"},
+                            "forward_shared_key": "k"})
+    load(env={}, overrides={"sources": ["http:127.0.0.1:8888"], "forward_users": {"fluent": "pw"}})  # basic auth
+
+
+def test_out_of_range_ports_and_protocols_are_malformed() -> None:
+    from calico_lens.config import Config
+    from calico_lens.kube.metadata import MetadataStore
+    from calico_lens.metrics import names
+    from calico_lens.pipeline import FlowPipeline
+
+    base = "calico-packet: IN=calia1 OUT=calib2 SRC=198.18.0.1 DST=198.18.0.2 LEN=60 PROTO={p} SPT=1 DPT={d}"
+    lines = [base.format(p="TCP", d="80"), base.format(p="TCP", d="65535"), base.format(p="TCP", d="65536"),
+             base.format(p="UDP", d="9" * 32), base.format(p="99999999999999999999", d="1"),
+             base.format(p="256", d="1"), base.format(p="132", d="1")]
+    pipe = FlowPipeline(Config(), MetadataStore())
+    pipe.process("file", "\n".join(lines) + "\n")
+    assert pipe.out.inputs[("file", "parsed")] == 3
+    assert pipe.out.inputs[("file", "malformed")] == 4
+    ports = {k[names.FLOW_LABELS.index("destination_port")] for k, _ in pipe.flows.snapshot()}
+    assert ports == {"80", "65535", "1"}  # 132 is SCTP, a protocol with ports
