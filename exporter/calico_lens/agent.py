@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import signal
 import threading
 import time
@@ -95,6 +96,7 @@ class Agent:
         # (source, text or records, lines ignored before parsing, done event or None)
         self._queue: queue.Queue[tuple[str, str | RecordBatch, int, _Done | None] | None] = queue.Queue(QUEUE_BATCHES)
         self._sources: list[Source] = []
+        self._failed: dict[str, str] = {}  # source → why it is not running (until a retry takes)
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self.httpd = None
@@ -103,6 +105,8 @@ class Agent:
         return render(self.registry, self.tables)
 
     def ready(self) -> tuple[bool, str]:
+        for reason in list(self._failed.values()):
+            return False, reason
         for src in self._sources:
             note = getattr(src, "not_ready", None)
             reason = note() if note else ""
@@ -207,12 +211,26 @@ class Agent:
         self._threads.append(t)
 
     def _run_source(self, src: Source):
+        """Run a source; when it fails (a device it cannot open, a socket it cannot bind), the agent is
+        not ready with the reason, counts it, and tries again with a jittered backoff."""
         def run() -> None:
-            try:
-                src.run()
-            except Exception as e:  # a failing source is reported, the others go on
-                self.pipeline.source_error(src.name, "failed", 1)
-                log.error("source %s stopped: %s", src.name, e)
+            backoff = 1.0
+            while not self._stop.is_set():
+                started = time.monotonic()
+                self._failed.pop(src.name, None)
+                try:
+                    src.run()
+                    return  # stopped, or its input ended (stdin)
+                except Exception as e:  # a failing source is reported, the others go on
+                    self.pipeline.source_error(src.name, "failed", 1)
+                    why = str(e)
+                    self._failed[src.name] = why if why.startswith(src.name + ":") else f"{src.name}: {why}"
+                    log.error("source %s stopped: %s; trying again in %.0f s", src.name, e, backoff)
+                if time.monotonic() - started > 60:
+                    backoff = 1.0  # it ran for a while: start the backoff over
+                if self._stop.wait(backoff * random.uniform(0.5, 1.0)):
+                    return
+                backoff = min(backoff * 2, 60.0)
         return run
 
     def _work(self) -> None:

@@ -101,3 +101,24 @@ def test_pod_series_go_when_the_pod_goes() -> None:
     store.apply("pods", "DELETED", {"metadata": {"name": "web-0", "namespace": "shop"}})
     assert {k[1] for k, _ in pipe.flows.snapshot()} == {"web-1"}
     assert pipe.flows.expired == 1
+
+
+def test_a_source_that_cannot_run_makes_the_agent_not_ready_and_is_retried(tmp_path) -> None:
+    """A source that failed used to stop for good while /readyz stayed 200. Now the agent says why,
+    counts each failure and tries again with a backoff."""
+    from tests.helpers import source_errors
+
+    snap = tmp_path / "empty.yaml"
+    snap.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": []}))
+    missing = tmp_path / "no-tracefs" / "trace_pipe"
+    with AgentProcess("--source", f"trace:{missing}", "--snapshot", str(snap), ready=False) as a:
+        end = time.monotonic() + 20
+        while True:
+            r = requests.get(a.url + "/readyz", timeout=5)
+            tries = source_errors(a.metrics())[("trace", "failed")]
+            if (r.status_code == 503 and tries >= 2) or time.monotonic() > end:
+                break
+            time.sleep(0.2)
+        assert r.status_code == 503 and "cannot open the trace pipe" in r.text and str(missing) in r.text
+        assert tries >= 2  # retried, not given up
+        assert requests.get(a.url + "/healthz", timeout=5).status_code == 200  # alive, just not ready

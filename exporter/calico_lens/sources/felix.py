@@ -115,6 +115,7 @@ class FelixSource(Source):
 
     def run(self) -> None:
         st = self.settings
+        self._problem = ""  # a retry starts clean
         try:
             self._prepare()
             server = grpc.server(
