@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
 import signal
 import threading
 import time
@@ -17,6 +16,7 @@ from calico_lens.kube.metadata import MetadataStore
 from calico_lens.metrics.collector import LensCollector, render, rtt_families
 from calico_lens.metrics.tables import Tables
 from calico_lens.pipeline import FlowPipeline, RecordBatch
+from calico_lens.retry import jitter
 from calico_lens.server import serve
 from calico_lens.sources import registry
 from calico_lens.sources.base import Source
@@ -105,8 +105,9 @@ class Agent:
         return render(self.registry, self.tables)
 
     def ready(self) -> tuple[bool, str]:
-        for reason in list(self._failed.values()):
-            return False, reason
+        failed = list(self._failed.values())
+        if failed:
+            return False, failed[0]
         for src in self._sources:
             note = getattr(src, "not_ready", None)
             reason = note() if note else ""
@@ -228,7 +229,7 @@ class Agent:
                     log.error("source %s stopped: %s; trying again in %.0f s", src.name, e, backoff)
                 if time.monotonic() - started > 60:
                     backoff = 1.0  # it ran for a while: start the backoff over
-                if self._stop.wait(backoff * random.uniform(0.5, 1.0)):
+                if self._stop.wait(jitter(backoff)):
                     return
                 backoff = min(backoff * 2, 60.0)
         return run

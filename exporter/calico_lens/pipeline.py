@@ -127,9 +127,7 @@ class FlowPipeline:
                         if not res.malformed_sample:
                             res.malformed_sample = " ".join(k[:4])
                 table.add_counts(rows.items())
-        self.count_input(source, "parsed", res.parsed)
-        self.count_input(source, "ignored", res.ignored)
-        self.count_input(source, "malformed", res.malformed)
+        self.out.count_inputs(source, res.parsed, res.ignored, res.malformed)
         if res.malformed_sample:
             log.debug("malformed flow line from %s: %s", source, res.malformed_sample)
         return res

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from kubernetes.client.rest import ApiException
 from calico_lens.config import ConfigError
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.kube.resources import CALICO_CRD_GROUP, CALICO_GROUP, RESOURCES, Resource
+from calico_lens.retry import jitter
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class KubeWatcher:
                     gone += 1
                     log.info("watch %s: resourceVersion too old (410 Gone), listing again", r.key)
                     if gone > 1:  # a server that answers 410 every time is not hammered with lists
-                        self._stop.wait(_jitter(min(0.5 * 2 ** (gone - 2), self.max_backoff)))
+                        self._stop.wait(jitter(min(0.5 * 2 ** (gone - 2), self.max_backoff)))
                     continue
                 if e.status == 404 and r.optional:
                     if gi + 1 < len(groups):
@@ -135,7 +135,7 @@ class KubeWatcher:
                 self.restarts[r.key] += 1
                 self.unavailable[r.key] = type(e).__name__
                 log.warning("watch %s failed: %s; retrying in %.0fs", r.key, e, backoff)
-            self._stop.wait(_jitter(backoff))
+            self._stop.wait(jitter(backoff))
             backoff = min(backoff * 2, self.max_backoff)
 
     def _list(self, r: Resource, fn: Callable[..., Any], kw: dict[str, Any]) -> str:
@@ -171,8 +171,3 @@ class KubeWatcher:
             self.restarts[r.key] += 1  # the server dropped the watch early
             self._stop.wait(0.2)
         return rv
-
-
-def _jitter(seconds: float) -> float:
-    """Between half and all of ``seconds``: agents on every node do not retry in step."""
-    return seconds * random.uniform(0.5, 1.0)

@@ -16,27 +16,50 @@ from calico_lens.metrics.names import OVERFLOW
 Labels = tuple[str, ...]
 
 
-class LabelTable:
-    def __init__(self, name: str, labels: tuple[str, ...], max_series: int, ttl_seconds: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic, help_text: str = ""):
+class _CappedRows:
+    """Rows keyed by label set under a hard series cap: what the counter and the gauge tables share."""
+
+    def __init__(self, name: str, labels: tuple[str, ...], max_series: int, help_text: str = ""):
         if max_series < 1:
             raise ValueError("max_series must be at least 1")
         self.name = name
         self.help = help_text or name
         self.labels = labels
         self.max_series = max_series
-        self.ttl = ttl_seconds
-        self._clock = clock
         self.overflow_key: Labels = (OVERFLOW,) * len(labels)
-        # label set → [count, last written]: one lookup per write (hashing a label tuple is the cost)
-        self._rows: dict[Labels, list[float]] = {}
-        self._rendered: dict[Labels, str] = {}  # label set → '{a="x",...}', kept with the series
+        self._rows: dict[Labels, list] = {}
         self.overflowed = 0.0  # events folded into the overflow series
-        self.expired = 0  # series removed (idle past the TTL, or their pod went away)
+        self.expired = 0  # series removed (idle, retired, or their pod went away)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    def _new_row(self, key: Labels, n: float, fresh: list) -> list:
+        """The row for a label set not held yet (under the lock): its own, or past the cap the overflow
+        series, which takes one slot of the cap so that the table never exceeds it."""
+        rows = self._rows
+        if len(rows) >= self.max_series - 1 and key != self.overflow_key:
+            self.overflowed += n
+            key = self.overflow_key
+            row = rows.get(key)
+            if row is not None:
+                return row
+        rows[key] = fresh
+        return fresh
+
+    def _label_text(self, key: Labels) -> str:
+        return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in zip(self.labels, key, strict=True)) + "}"
+
+
+class LabelTable(_CappedRows):
+    def __init__(self, name: str, labels: tuple[str, ...], max_series: int, ttl_seconds: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic, help_text: str = ""):
+        super().__init__(name, labels, max_series, help_text)
+        self.ttl = ttl_seconds
+        self._clock = clock
+        # rows: label set → [count, last written]: one lookup per write (hashing a label tuple is the cost)
+        self._rendered: dict[Labels, str] = {}  # label set → '{a="x",...}', kept with the series
 
     def add_counts(self, items: Iterable[tuple[Labels, float]]) -> None:
         now = self._clock()
@@ -45,13 +68,7 @@ class LabelTable:
             for key, n in items:
                 row = rows.get(key)
                 if row is None:
-                    # The overflow series takes one slot of the cap, so the table never exceeds it.
-                    if len(rows) >= self.max_series - 1 and key != self.overflow_key:
-                        self.overflowed += n
-                        key = self.overflow_key
-                        row = rows.get(key)
-                    if row is None:
-                        row = rows[key] = [0.0, now]
+                    row = self._new_row(key, n, [0.0, now])
                 row[0] += n
                 row[1] = now
 
@@ -94,8 +111,7 @@ class LabelTable:
         for key, value in rows:
             lab = rendered.get(key)
             if lab is None:
-                lab = "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in zip(self.labels, key, strict=True)) + "}"
-                rendered[key] = lab
+                lab = rendered[key] = self._label_text(key)
             out.append(f"{name}{lab} {_number(value)}\n")
         return "".join(out)
 
@@ -114,25 +130,14 @@ def _number(v: float) -> str:
     return str(int(v)) + ".0" if v.is_integer() else repr(v)
 
 
-class LiveTable:
+class LiveTable(_CappedRows):
     """A gauge of live connections per label set, from Felix's flush intervals: each label set shows
     the sum over the flows of its newest interval. A label set that was not reported in the newest
     or the previous interval has no live connections any more and is dropped."""
 
     def __init__(self, name: str, labels: tuple[str, ...], max_series: int, help_text: str = ""):
-        self.name = name
-        self.help = help_text or name
-        self.labels = labels
-        self.max_series = max_series
-        self.overflow_key: Labels = (OVERFLOW,) * len(labels)
-        self._rows: dict[Labels, list[int]] = {}  # labels → [interval start, live]
+        super().__init__(name, labels, max_series, help_text)  # rows: labels → [interval start, live]
         self._starts: list[int] = []  # the two newest distinct interval starts
-        self.overflowed = 0.0
-        self.expired = 0
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._rows)
 
     def update(self, items: Iterable[tuple[Labels, int, int]]) -> None:
         with self._lock:
@@ -145,12 +150,7 @@ class LiveTable:
                     del starts[:-2]
                 row = rows.get(key)
                 if row is None:
-                    if len(rows) >= self.max_series - 1 and key != self.overflow_key:
-                        self.overflowed += live
-                        key = self.overflow_key
-                        row = rows.get(key)
-                    if row is None:
-                        row = rows[key] = [start, 0]
+                    row = self._new_row(key, live, [start, 0])
                 if start > row[0]:
                     row[0], row[1] = start, live
                 elif start == row[0]:
@@ -171,6 +171,5 @@ class LiveTable:
     def exposition(self) -> str:
         out = [f"# HELP {self.name} {self.help}\n# TYPE {self.name} gauge\n"]
         for key, value in self.snapshot():
-            lab = ",".join(f'{k}="{_escape(v)}"' for k, v in zip(self.labels, key, strict=True))
-            out.append(f"{self.name}{{{lab}}} {_number(value)}\n")
+            out.append(f"{self.name}{self._label_text(key)} {_number(value)}\n")
         return "".join(out)

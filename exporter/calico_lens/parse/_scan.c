@@ -149,7 +149,7 @@ static int parse_line(P s, P e, P *hs, P *he, P *ss, P *se, P *ps, P *pe, P *ds,
 }
 
 /* For a TCP line: the source port, the IP ID and whether it is a bare SYN (SYN without ACK), read
- * as syn_attempt() in kernel_log.py reads it. 1 when the line is a SYN with a port and an ID. */
+ * as _syn() in kernel_log.py reads it. 1 when the line is a SYN with a port and an ID. */
 static int syn_fields(P se, P ps, P pe, P de, P e, P *sp_s, P *sp_e, P *id_s, P *id_e) {
     if (pe - ps != 3 || memcmp(ps, "TCP", 3) != 0 || de == pe) return 0;  /* TCP with SPT and DPT */
     P r = lit(pe, e, " SPT=");

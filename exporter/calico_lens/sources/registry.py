@@ -23,10 +23,6 @@ class SourceSpec:
     arg: str = ""  # path or address, "" when the kind takes none (or uses its default)
     text: str = ""  # the spec as written
 
-    @property
-    def unix(self) -> bool:
-        return self.arg.startswith("unix:")
-
 
 @dataclass(frozen=True)
 class SourceKind:
@@ -36,16 +32,13 @@ class SourceKind:
     arg: str  # "" (none), "optional-path", "path", "address", "address-or-unix", "unix"
     default: str = ""  # the argument a bare spec means
     chart: bool = False  # offered by the Helm chart's agent.sources
-    stream: bool = False  # text lines (True) or structured flow records / receivers (False)
 
 
 KINDS: tuple[SourceKind, ...] = (
-    SourceKind("kmsg", ("kmsg",), "iptables/nftables LOG lines from the node's /dev/kmsg", "", chart=True,
-               stream=True),
-    SourceKind("trace", ("trace", "trace:PATH"), "the eBPF dataplane's trace pipe", "optional-path", chart=True,
-               stream=True),
-    SourceKind("stdin", ("stdin",), "lines on standard input", "", stream=True),
-    SourceKind("file", ("file:PATH",), "a log file, followed like tail -F", "path", stream=True),
+    SourceKind("kmsg", ("kmsg",), "iptables/nftables LOG lines from the node's /dev/kmsg", "", chart=True),
+    SourceKind("trace", ("trace", "trace:PATH"), "the eBPF dataplane's trace pipe", "optional-path", chart=True),
+    SourceKind("stdin", ("stdin",), "lines on standard input", ""),
+    SourceKind("file", ("file:PATH",), "a log file, followed like tail -F", "path"),
     SourceKind("forward", ("forward:HOST:PORT", "forward:unix:PATH"), "Fluent Bit's forward output",
                "address-or-unix", chart=True),
     SourceKind("http", ("http:HOST:PORT",), "Fluent Bit's http output", "address"),
