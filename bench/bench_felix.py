@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from calico_lens.config import Config  # noqa: E402
 from calico_lens.demo.felix import StandInFelix, flow, hit, updates  # noqa: E402
 from calico_lens.kube.metadata import MetadataStore  # noqa: E402
 from calico_lens.pipeline import FlowPipeline, RecordBatch  # noqa: E402
-from procstat import cpu_seconds  # noqa: E402
+from procstat import cpu_seconds, peak_rss_mb, reset_peak_rss  # noqa: E402
 
 from tests.prom import free_port, wait_http  # noqa: E402
 
@@ -98,21 +97,13 @@ def stage_only(n: int, batch: int = 1) -> None:
           f"(target ≥ 300k)")
 
 
-def _peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _memory(keys: int, q) -> None:
-    # A forked child starts with its parent's high-water mark: reset it (Linux clear_refs 5).
-    Path("/proc/self/clear_refs").write_text("5")
+    reset_peak_rss()
     pipe = FlowPipeline(Config(), MetadataStore())
     step = 5_000
     for base in range(0, keys, step):
         pipe.accept("felix", RecordBatch(sample_flows(step, keys=step, start=1_800_000_000 + base, offset=base)))
-    q.put((_peak_rss_mb(), pipe.out.inputs))
+    q.put((peak_rss_mb(), pipe.out.inputs))
 
 
 def memory(keys: int) -> None:

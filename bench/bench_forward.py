@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "exporter"))
 sys.path.insert(0, str(ROOT))
 
 from calico_lens.demo.cluster import LOG_PREFIX, TrafficGenerator, snapshot  # noqa: E402
-from procstat import cpu_seconds  # noqa: E402
+from procstat import cpu_seconds, peak_rss_mb  # noqa: E402
 
 from tests.forward_client import ForwardClient, event_time  # noqa: E402
 from tests.prom import free_port, wait_http  # noqa: E402
@@ -73,13 +73,6 @@ def main() -> None:
           f"{args.records / cpu:,.0f} records/s per core (target ≥ 300k)")
 
 
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def memory() -> None:

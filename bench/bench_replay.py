@@ -93,15 +93,10 @@ def bench_memory(distinct: int, cap: int) -> None:
     """Feed `distinct` flows with distinct source addresses through the pipeline in-process."""
     code = f"""
 import sys, time
-from pathlib import Path
 sys.path.insert(0, {str(ROOT / 'exporter')!r})
-Path("/proc/self/clear_refs").write_text("5")  # a forked child starts with its parent's high-water mark
-
-
-def peak_rss():
-    return next(int(x.split()[1]) for x in Path("/proc/self/status").read_text().splitlines()
-                if x.startswith("VmHWM:")) / 1024
-
+sys.path.insert(0, {str(ROOT / 'bench')!r})
+from procstat import peak_rss_mb, reset_peak_rss
+reset_peak_rss()
 
 from calico_lens.config import Config
 from calico_lens.kube.metadata import MetadataStore
@@ -117,10 +112,10 @@ while left:
     pipe.process("file", "\\n".join(gen.lines(n)) + "\\n")
     step += 1
     if step % 100 == 0:
-        rss = peak_rss()
+        rss = peak_rss_mb()
         print(f"  {{{distinct} - left:>10,}} flows fed, peak RSS {{rss:.0f}} MB, series {{len(pipe.flows)}}",
               flush=True)
-rss = peak_rss()
+rss = peak_rss_mb()
 print(f"memory: {{{distinct}:,}} distinct flows → peak RSS {{rss:.0f}} MB (target < 150 MB), "
       f"series {{len(pipe.flows)}} (cap {cap}), overflow events {{pipe.flows.overflowed:,.0f}}, "
       f"{{time.perf_counter() - t0:.0f}} s")
