@@ -20,6 +20,10 @@ from tests.prom import free_port, wait_http
 sys.path.insert(0, str(ROOT / "alerts"))
 import generate
 
+# This Prometheus is seconds old: judge "new" denials after one second of history (1 d by default,
+# so that a young Prometheus does not call every denying policy new) and fire at once.
+YOUNG = {"new_denial_min_history": "1s", "new_denial_for": "1s"}
+
 
 def test_denied_burst_reaches_the_webhook(tmp_path) -> None:
     records, meta, snap = case("iptables-cut")
@@ -40,7 +44,7 @@ def test_denied_burst_reaches_the_webhook(tmp_path) -> None:
         feed.write_text("")
         with AgentProcess("--source", f"file:{feed}", "--snapshot", str(snap), "--log-prefix",
                           meta["log_prefix"]) as agent:
-            (work / "rules.yaml").write_text(generate.render({"job": "calico-lens"}))
+            (work / "rules.yaml").write_text(generate.render(YOUNG))
             prom_port = free_port()
             (work / "prom.yml").write_text(yaml.safe_dump({
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},

@@ -56,8 +56,39 @@ def test_every_alert_is_tested_firing_and_silent() -> None:
     assert steady <= silent
 
 
+def test_every_setting_is_explained_in_the_runbook() -> None:
+    table = (ALERTS / "runbook.md").read_text().split("## ", 1)[0]
+    missing = [k for k in generate.SETTINGS if f"`{k}`" not in table]
+    assert not missing, f"alerts/runbook.md's settings table lacks {missing}"
+
+
+@pytest.mark.parametrize("rule", ALERT_RULES, ids=lambda r: r["alert"])
+def test_every_alert_waits_before_firing(rule: dict) -> None:
+    """A `for:` on every alert: one evaluation's blip (a rollout, a scrape gap) never pages."""
+    assert rule.get("for") and rule["for"] not in ("0s", "0m"), rule["alert"]
+
+
+def test_every_aggregation_keeps_the_cluster_label() -> None:
+    """`by (...)` and `on (...)` always name the cluster label (a Thanos/Mimir ruler sees many
+    clusters); the label's name is a setting."""
+    for rules in (ALL, [r for g in generate.build({"cluster_label": "k8s_cluster"})["groups"] for r in g["rules"]]):
+        label = "cluster" if rules is ALL else "k8s_cluster"
+        for r in rules:
+            for clause in re.findall(r"\b(?:by|on) \(([^)]*)\)", r["expr"]):
+                assert clause.split(", ")[0] == label, (r.get("alert") or r["record"], clause)
+
+
+def test_agent_selector_and_runbook_url_are_settings() -> None:
+    text = generate.render({"agent_selector": 'job="node-agents"', "runbook_url": "https://runbooks.example/cl.md"})
+    assert 'job="calico-lens"' not in text and 'up{job="node-agents"} == 0' in text
+    assert "absent(up{job=\"node-agents\"})" in text or 'absent(up{job="node-agents"})' in text
+    rules = yaml.safe_load(text)
+    urls = {r["annotations"]["runbook_url"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    assert all(u.startswith("https://runbooks.example/cl.md#calicolens") for u in urls), urls
+
+
 # Alerts about the cluster as a whole: nothing narrower to name in the description.
-CLUSTER_WIDE = {"CalicoLensSecurityScoreDropped"}
+CLUSTER_WIDE = {"CalicoLensSecurityScoreDropped", "CalicoLensAgentAbsent"}
 
 
 def _anchors() -> set[str]:
@@ -107,4 +138,4 @@ def test_alertmanager_example_config() -> None:
               "severity=critical")
     assert bad.returncode != 0
     inhibit = yaml.safe_load((ALERTS / "alertmanager.yaml").read_text())["inhibit_rules"][0]
-    assert inhibit["equal"] == ["namespace"] and inhibit["source_matchers"] == ['severity="critical"']
+    assert 'instance=~".+"' in inhibit["target_matchers"] and "instance" in inhibit["equal"]

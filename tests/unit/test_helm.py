@@ -93,6 +93,30 @@ def test_prometheus_rule_carries_the_rules() -> None:
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
+def test_rules_settings_reach_the_rules(tmp_path) -> None:
+    """rules.agentSelector and rules.runbookUrl replace the generator's defaults everywhere, in the
+    PrometheusRule and in the quickstart Prometheus, and the result is still valid rules."""
+    sys.path.insert(0, str(ROOT / "alerts"))
+    import generate
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["rules"]
+    assert values == {"agentSelector": generate.SETTINGS["agent_selector"],
+                      "runbookUrl": generate.SETTINGS["runbook_url"]}, "chart defaults and alerts/generate.py differ"
+    custom = ["--set", 'rules.agentSelector=job=~"node-agents|calico-lens-.*"',
+              "--set", "rules.runbookUrl=https://wiki.example.com/runbooks/calico-lens"]
+    want = yaml.safe_load(generate.render({"agent_selector": 'job=~"node-agents|calico-lens-.*"',
+                                           "runbook_url": "https://wiki.example.com/runbooks/calico-lens"}))
+    rule = find(render("kube-prometheus-stack-values.yaml", *custom), "PrometheusRule")
+    assert rule["spec"]["groups"] == want["groups"]
+    text = find(render("stock-values.yaml", *custom), "ConfigMap", "-prometheus")["data"]["calico-lens.rules.yaml"]
+    assert yaml.safe_load(text)["groups"] == want["groups"]
+    (tmp_path / "rules.yaml").write_text(text)
+    p = subprocess.run(["promtool", "check", "rules", str(tmp_path / "rules.yaml")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    bad = helm("template", "lens", str(CHART), "--set", "rules.agentSelector=calico-lens", check=False)
+    assert bad.returncode != 0 and "agentSelector" in bad.stderr
+
+
 def test_synced_assets_equal_their_sources() -> None:
     p = subprocess.run([sys.executable, str(ROOT / "helm" / "sync.py"), "--check"], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout

@@ -58,6 +58,10 @@ POLICIES = [
      [{"action": "Log", "protocol": "TCP", "destination": {"ports": [443]}},
       {"action": "Allow", "protocol": "TCP", "destination": {"ports": [443]}},
       {"action": "Log"}, {"action": "Deny"}]),
+    ("np", "monitoring", "default.prometheus-egress", "default", "egress",
+     [{"action": "Log", "protocol": "TCP", "destination": {"ports": [9100]}},
+      {"action": "Allow", "protocol": "TCP", "destination": {"ports": [9100]}},
+      {"action": "Log"}, {"action": "Deny"}]),
 ]
 
 # Traffic mix: (weight, source workload, destination, protocol, port). A destination is a
@@ -77,6 +81,9 @@ MIX = [
     (1, "frontend", "checkout", "ICMP", 0),
     (2, "checkout", "coredns", "UDP", 53),  # its egress policy forgot DNS: denied
 ]
+# Traffic that starts a while into the demo (TrafficGenerator.start_late): Prometheus gains a
+# kubelet scrape job that its egress policy does not allow, so a policy *starts* denying.
+LATE_MIX = [(3, "prometheus", "node", "TCP", 10250)]
 
 
 def snapshot() -> dict:
@@ -141,6 +148,11 @@ class TrafficGenerator:
         weights = [w for w, *_ in MIX]
         self._choices = [m[1:] for m in MIX]
         self._weights = weights
+
+    def start_late(self) -> None:
+        """Add LATE_MIX to the traffic from now on."""
+        self._choices += [m[1:] for m in LATE_MIX]
+        self._weights += [w for w, *_ in LATE_MIX]
 
     def _dest_ip(self, dest: str) -> tuple[str, str]:
         if dest == "partner":

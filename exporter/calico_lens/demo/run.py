@@ -42,12 +42,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# When the demo's Prometheus starts scraping kubelets, which its egress policy denies: a policy that
+# starts denying, after the demo's Prometheus has some history to call it new.
+LATE_AFTER = 45.0
+
+
 def _writer(path: Path, rate: float, stop: threading.Event) -> None:
     gen = TrafficGenerator(seed=int(time.time()), retries=True)
     dns = DnsGenerator(seed=int(time.time()))
     tick = 0.2
+    late = time.monotonic() + LATE_AFTER
     with path.open("a") as fh:
         while not stop.wait(tick):
+            if late and time.monotonic() >= late:
+                late = 0.0
+                gen.start_late()
+                print("  [demo] prometheus starts scraping kubelets on :10250; monitoring/default.prometheus-egress "
+                      "denies it (CalicoLensPolicyStartedDenying fires shortly)", flush=True)
             n = max(1, int(rate * tick))
             fh.write("\n".join(gen.lines(n)) + "\n")
             fh.write("\n".join(dns.lines(max(1, n // 2))) + "\n")  # CoreDNS lines, told apart per line
@@ -69,8 +80,10 @@ def _felix(sock: str, interval: float, stop: threading.Event) -> None:
     felix.close()
 
 
-# A demo has minutes, not days: the staged-policy alert waits 20 s here instead of 15 m.
-DEMO_RULE_SETTINGS = {"staged_for": "20s"}
+# A demo has minutes, not days: the staged-policy alert waits 20 s here instead of 15 m, and a policy's
+# denials are judged "new" against 30 s of history (1 d by default) with "now" the last 20 s.
+DEMO_RULE_SETTINGS = {"staged_for": "20s", "new_denial_min_history": "30s", "new_denial_recent": "20s",
+                      "new_denial_for": "10s"}
 
 
 def demo_rules(workdir: Path) -> list[str]:

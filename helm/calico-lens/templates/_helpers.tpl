@@ -43,3 +43,12 @@ tcp_stats: {{ .Values.agent.tcpStats }}
 conntrack: {{ .Values.agent.conntrack }}
 tcp_interval: {{ .Values.agent.tcpInterval }}
 {{- end }}
+
+{{/* The generated rules with the chart's agent selector and runbook URL put in place of the
+generator's defaults (alerts/generate.py; a test keeps the two defaults equal). */}}
+{{- define "cl.rules" -}}
+{{- $text := .Files.Get "files/rules/calico-lens.rules.yaml" -}}
+{{- $text = replace "job=\"calico-lens\"" .Values.rules.agentSelector $text -}}
+{{- $text = replace "https://github.com/calico-lens/calico-lens/blob/main/alerts/runbook.md#" (printf "%s#" .Values.rules.runbookUrl) $text -}}
+{{- $text -}}
+{{- end }}
