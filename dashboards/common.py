@@ -1,9 +1,13 @@
 """Shared pieces of the calico-lens dashboards (grafanalib).
 
-Conventions every dashboard follows: a ``datasource`` variable (type prometheus) used by every
-panel and query; ``cluster`` and ``namespace`` variables (multi-select, All); a stable uid; the
-common tag and links between the dashboards; ``$__rate_interval`` in every rate; a unit and a
-one-line description on every panel; denied is red and allowed green everywhere.
+Conventions every dashboard follows (those of the Grafana dashboard linter and the monitoring
+mixins): a ``datasource`` variable (type prometheus) used by every panel and query; ``cluster``,
+``job``, ``instance`` and ``namespace`` variables (multi-select, All) in every query; a shared
+crosshair; a stable uid; the common tag and links between the dashboards that keep the time range
+and the variables; ``$__rate_interval`` in every rate and ``$__range`` for "in the selected range";
+per-node panels keyed by ``node``; a unit and a one-line description on every panel; denied is red
+and allowed green everywhere. ``build.py`` writes the JSON in the shape of Grafana's current
+dashboard schema (``schemaVersion`` and all), and a test validates it against that schema.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 
 import attr
 from grafanalib.core import (
+    GRAPH_TOOLTIP_MODE_SHARED_CROSSHAIR,
     Dashboard,
     DashboardLink,
     GridPos,
@@ -31,7 +36,11 @@ from calico_lens.metrics import names as n
 
 TAG = "calico-lens"
 DS = {"type": "prometheus", "uid": "${datasource}"}
-SEL = 'cluster=~"$cluster"'  # every query is scoped to the chosen clusters
+# Every query of an agent's or the inventory's own series is scoped to the chosen clusters, jobs and
+# instances; recorded series (aggregated by cluster) only to the clusters.
+SEL = 'cluster=~"$cluster",job=~"$job",instance=~"$instance"'
+SEL_REC = 'cluster=~"$cluster"'
+RANGE = "$__range"
 RATE = "$__rate_interval"
 DENY, ALLOW, PASS = "red", "green", "blue"
 FLOWS = n.FLOWS + "_total"
@@ -59,15 +68,31 @@ def connections_or_flows(by: str, sel: str = "") -> str:
     return f"{connections(by, sel)} or sum by ({by}) (rate({FLOWS}{{{SEL}{extra}}}[{RATE}]))"
 
 
-def templating(namespace_source: str = f"{FLOWS}", namespace_label: str = "destination_namespace") -> Templating:
+def templating(namespace_source: str = f"{FLOWS}", namespace_label: str = "destination_namespace",
+               extra: tuple[Template, ...] = ()) -> Templating:
     return Templating(list=[
         Template(name="datasource", label="Data source", type="datasource", query="prometheus"),
-        Template(name="cluster", label="Cluster", dataSource=DS, query="label_values(calico_lens_build_info, cluster)",
+        Template(name="cluster", label="Cluster", dataSource=DS, query=f"label_values({n.BUILD_INFO}, cluster)",
+                 includeAll=True, multi=True, allValue=".*", default="$__all"),
+        Template(name="job", label="Job", dataSource=DS,
+                 query=f'label_values({n.BUILD_INFO}{{cluster=~"$cluster"}}, job)', includeAll=True, multi=True,
+                 allValue=".*", default="$__all"),
+        Template(name="instance", label="Instance", dataSource=DS,
+                 query=f'label_values({n.BUILD_INFO}{{cluster=~"$cluster",job=~"$job"}}, instance)',
                  includeAll=True, multi=True, allValue=".*", default="$__all"),
         Template(name="namespace", label="Namespace", dataSource=DS,
                  query=f"label_values({namespace_source}, {namespace_label})", includeAll=True, multi=True,
                  allValue=".*", default="$__all"),
+        *extra,
     ])
+
+
+# The flows board's policy filter, which the policy board's links set.
+POLICY_VARIABLE = Template(
+    name="policy", label="Policy", dataSource=DS, includeAll=True, multi=True, allValue=".*", default="$__all",
+    query=f'label_values({{__name__=~"{FLOWS}|{CONNS}",cluster=~"$cluster"}}, policy)')
+# The board's context as URL parameters, for links to another board.
+CONTEXT = "${__url_time_range}&${datasource:queryparam}&${cluster:queryparam}&${job:queryparam}&${instance:queryparam}"
 
 
 def links() -> list[DashboardLink]:
@@ -122,7 +147,7 @@ class NodeGraph(Panel):
 
     def to_json_data(self) -> dict:
         stat = {"mainStatUnit": self.unit}
-        return self.panel_json({"type": "nodeGraph", "fieldConfig": {"defaults": {"unit": self.unit}},
+        return self.panel_json({"type": "nodeGraph", "fieldConfig": {"defaults": {"unit": self.unit}, "overrides": []},
                                 "options": {"nodes": stat, "edges": stat}})
 
 
@@ -134,12 +159,12 @@ class HeatmapPanel(Panel):
     unit = attr.ib(default="s")
 
     def to_json_data(self) -> dict:
-        return self.panel_json({"type": "heatmap", "fieldConfig": {"defaults": {"unit": self.unit}},
+        return self.panel_json({"type": "heatmap", "fieldConfig": {"defaults": {"unit": self.unit}, "overrides": []},
                                 "options": {"calculate": False, "yAxis": {"unit": self.unit},
                                             "cellGap": 1, "color": {"scheme": "Oranges", "mode": "scheme"}}})
 
 
-def dashboard(key: str, title: str, description: str, panels: list[Panel], **templating_args: str) -> Dashboard:
+def dashboard(key: str, title: str, description: str, panels: list[Panel], **templating_args) -> Dashboard:
     return Dashboard(title=title, description=description, uid=UIDS[key], tags=[TAG], timezone="browser",
                      refresh="30s", panels=panels, templating=templating(**templating_args), links=links(),
-                     editable=True).auto_panel_ids()
+                     editable=True, graphTooltip=GRAPH_TOOLTIP_MODE_SHARED_CROSSHAIR).auto_panel_ids()

@@ -8,6 +8,7 @@ from common import (
     CONNS,
     DS,
     FLOWS,
+    POLICY_VARIABLE,
     RATE,
     SEL,
     NodeGraph,
@@ -21,7 +22,7 @@ from common import (
     timeseries,
 )
 
-NS = 'destination_namespace=~"$namespace"'
+NS = 'destination_namespace=~"$namespace",policy=~"$policy"'
 R = f"rate({FLOWS}{{{SEL},{NS}}}[{RATE}])"
 BYTES = n.FLOW_BYTES + "_total"
 # Bytes once per flow: the source's node for Felix's records, and conntrack's own counts.
@@ -55,7 +56,7 @@ dashboard = dashboard("flows", "calico-lens / Flows",
     timeseries("Egress to network sets, public and private addresses",
                "Connections (or logged flows) leaving the cluster's workloads, by what they reach.", "ops",
                [target(connections_or_flows("destination_kind, destination_workload",
-                                            'destination_kind=~"networkset|public|private"'),
+                                            'destination_kind=~"networkset|public|private",policy=~"$policy"'),
                        "{{destination_kind}} {{destination_workload}}")], (12, 8, 12, 8)),
     table("Destination ports", "The 15 busiest destination ports with their verdicts: connections/s from Felix's "
           "records (A) and logged flows/s (B).", "ops",
@@ -100,4 +101,4 @@ dashboard = dashboard("flows", "calico-lens / Flows",
                        f"(rate({n.FLOW_RETRIES}_total{{{SEL},{NS}}}[{RATE}])))",
                        "{{source_namespace}}/{{source_workload}} → {{destination_namespace}}/"
                        "{{destination_workload}}:{{destination_port}} {{action}}")], (0, 43, 12, 9)),
-])
+], extra=(POLICY_VARIABLE,))

@@ -1,7 +1,7 @@
 """Cluster health: policies, protection, flows, top talkers, DNS, and the agents themselves."""
 
 from calico_lens.metrics import names as n
-from common import ACTION_COLOURS, DNS, FLOWS, RATE, SEL, dashboard, stat, target, timeseries
+from common import ACTION_COLOURS, CONNS, DNS, FLOWS, RANGE, RATE, SEL, dashboard, stat, target, timeseries
 
 RED_ABOVE_0 = [{"color": "green", "value": None}, {"color": "red", "value": 1}]
 ORANGE_ABOVE_0 = [{"color": "green", "value": None}, {"color": "orange", "value": 1}]
@@ -13,8 +13,9 @@ dashboard = dashboard("health", "calico-lens / Cluster health", "Policies, prote
          f"sum({n.POLICIES}{{{SEL}}})", (0, 0, 4, 5)),
     stat("Unused policies", "Policies that select no pod.", "short",
          f'sum({n.POLICIES}{{{SEL},state="unused"}}) or vector(0)', (4, 0, 4, 5), ORANGE_ABOVE_0),
-    stat("Policies denying traffic", "Policies that denied flows in the last hour.", "short",
-         f'count(sum by (policy) (increase({FLOWS}{{{SEL},action="deny"}}[1h])) > 0) or vector(0)', (8, 0, 4, 5),
+    stat("Policies denying traffic", "Policies that denied connections or logged flows in the selected range.",
+         "short", f'count((sum by (policy) (increase({CONNS}{{{SEL},action="deny"}}[{RANGE}])) or sum by (policy) '
+                  f'(increase({FLOWS}{{{SEL},action="deny"}}[{RANGE}]))) > 0) or vector(0)', (8, 0, 4, 5),
          ORANGE_ABOVE_0),
     stat("Unprotected pods", "Pods no policy restricts on ingress.", "short",
          f'sum({n.ENDPOINTS}{{{SEL},ingress="unprotected",namespace=~"$namespace"}}) or vector(0)', (12, 0, 4, 5),
@@ -23,7 +24,7 @@ dashboard = dashboard("health", "calico-lens / Cluster health", "Policies, prote
          f"min({n.SECURITY_SCORE}{{{SEL}}})", (16, 0, 4, 5),
          [{"color": "red", "value": None}, {"color": "orange", "value": 50}, {"color": "green", "value": 80}]),
     stat("Agents up", "calico-lens agents Prometheus can scrape.", "short",
-         f'sum(up{{{SEL},job=~"calico-lens.*"}})', (20, 0, 4, 5)),
+         f"sum(up{{{SEL}}} and on (job, instance) {n.BUILD_INFO}{{{SEL}}})", (20, 0, 4, 5)),
     timeseries("Flows allowed vs denied", "Logged flows per second by verdict.", "ops",
                [target(f"sum by (action) (rate({FLOWS}{{{NS}}}[{RATE}]))", "{{action}}")], (0, 5, 12, 8),
                ACTION_COLOURS),

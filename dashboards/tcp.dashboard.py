@@ -14,8 +14,8 @@ dashboard = dashboard("tcp", "calico-lens / TCP", "Round-trip times, retransmiss
                       "volume per node and workload, read from the kernel.", [
     timeseries("RTT min and max per node", "Lowest and highest smoothed TCP RTT seen on each node in the last "
                "collection round.", "s",
-               [target(f"max by (instance) ({n.TCP_RTT_MAX}{{{SEL}}})", "max {{instance}}"),
-                target(f"min by (instance) ({n.TCP_RTT_MIN}{{{SEL}}})", "min {{instance}}", "B")], (0, 0, 12, 8)),
+               [target(f"max by (node) ({n.TCP_RTT_MAX}{{{SEL}}})", "max {{node}}"),
+                target(f"min by (node) ({n.TCP_RTT_MIN}{{{SEL}}})", "min {{node}}", "B")], (0, 0, 12, 8)),
     HeatmapPanel(title="RTT heatmap", description="Smoothed RTT of established sockets, all selected workloads.",
                  dataSource=DS, gridPos=grid(12, 0, 12, 8),
                  targets=[target(f"sum by (le) (rate({n.TCP_RTT}_bucket{{{NS}}}[{RATE}]))", "{{le}}", "A",
@@ -36,9 +36,9 @@ dashboard = dashboard("tcp", "calico-lens / TCP", "Round-trip times, retransmiss
     timeseries("Bytes per workload", "Bytes per second on the pods' interfaces, received (in) and sent (out).",
                "Bps", [target(per(n.NET_BYTES, "namespace, workload, direction"),
                               "{{namespace}}/{{workload}} {{direction}}")], (0, 24, 12, 8)),
-    timeseries("Bytes and packets per node", "Pod traffic per node (the agent's instance), bytes per second.",
-               "Bps", [target(per(n.NET_BYTES, "instance, direction"), "{{instance}} {{direction}}"),
-                       target(per(n.NET_PACKETS, "instance, direction"), "packets {{instance}} {{direction}}", "B")],
+    timeseries("Bytes and packets per node", "Pod traffic per node, bytes (left) and packets (right) per second.",
+               "Bps", [target(per(n.NET_BYTES, "node, direction"), "{{node}} {{direction}}"),
+                       target(per(n.NET_PACKETS, "node, direction"), "packets {{node}} {{direction}}", "B")],
                (12, 24, 12, 8),
                [{"matcher": {"id": "byRegexp", "options": "packets.*"},
                  "properties": [{"id": "unit", "value": "pps"}, {"id": "custom.axisPlacement", "value": "right"}]}]),

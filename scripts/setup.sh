@@ -35,6 +35,25 @@ if [ ! -x .tools/helm ]; then
   fi
 fi
 
+# Grafana's published dashboard schema (npm @grafana/schema: the Dashboard type Grafana itself
+# generates from its CUE kinds) as JSON Schema, to validate the generated dashboards against.
+GRAFANA_SCHEMA=13.2.3
+if [ ! -f .tools/grafana-dashboard-$GRAFANA_SCHEMA.schema.json ]; then
+  echo "setup: fetching Grafana's dashboard schema (npm @grafana/schema@$GRAFANA_SCHEMA)"
+  mkdir -p .tools/grafana-schema
+  ( cd .tools/grafana-schema && npm install --silent --no-audit --no-fund "@grafana/schema@$GRAFANA_SCHEMA" \
+      ts-json-schema-generator@2.9.0 >/dev/null 2>&1 \
+    && npx --no-install ts-json-schema-generator --no-type-check --type Dashboard \
+      --path node_modules/@grafana/schema/dist/types/raw/dashboard/x/types.gen.d.ts -o dashboard.schema.json \
+      2>/dev/null \
+    && grep -o 'schemaVersion: [0-9]*' node_modules/@grafana/schema/dist/cjs/raw/dashboard/x/types.gen.cjs \
+      | head -1 | tr -dc 0-9 > schema-version ) \
+    || { echo "setup: could not fetch @grafana/schema from the npm registry (the dashboard tests need it)" >&2; exit 1; }
+  mv .tools/grafana-schema/dashboard.schema.json .tools/grafana-dashboard-$GRAFANA_SCHEMA.schema.json
+  mv .tools/grafana-schema/schema-version .tools/grafana-dashboard-$GRAFANA_SCHEMA.version
+  rm -rf .tools/grafana-schema
+fi
+
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 if [ ! -x .venv/bin/python ]; then

@@ -56,7 +56,8 @@ class Prometheus:
         self.port = free_port()
         cfg = {
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-            "scrape_configs": [{"job_name": "calico-lens", "static_configs": [{"targets": targets}]}],
+            "scrape_configs": [{"job_name": "calico-lens",  # node: as the chart's PodMonitor labels it
+                                "static_configs": [{"targets": targets, "labels": {"node": "test-node"}}]}],
         }
         if rule_files:
             cfg["rule_files"] = rule_files

@@ -74,7 +74,7 @@ def _policy_label(hit: pb.PolicyHit) -> tuple[str, str, str]:
     if kind is None or not hit.name:
         raise RecordError("malformed", f"policy hit of kind {hit.kind} named {hit.name!r}")
     name = f"__PROFILE__.{hit.name}" if kind == "pro" else hit.name
-    return (f"{hit.namespace}/{name}" if hit.namespace else name), kind, hit.tier
+    return names.policy_label(hit.namespace, name), kind, hit.tier
 
 
 def _deciding(hits, action: int | None = None):

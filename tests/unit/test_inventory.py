@@ -81,17 +81,17 @@ def test_mixed_cluster_details() -> None:
     fams = inventory("mixed")
     sel = rows(fams, names.POLICY_SELECTED, "policy", "namespace", "kind", "tier")
     assert sel == {("security.prod-default-deny", "", "GlobalNetworkPolicy", "security"): 2,
-                   ("default.web-https", "shop", "NetworkPolicy", "default"): 1,
-                   ("default.pay-egress", "shop", "NetworkPolicy", "default"): 1,  # via its service account
-                   ("default.dev-allow-all", "dev", "NetworkPolicy", "default"): 1,
-                   ("default.old-api", "shop", "NetworkPolicy", "default"): 0,
-                   ("default.dev-deny", "dev", "StagedNetworkPolicy", "default"): 1}
+                   ("shop/default.web-https", "shop", "NetworkPolicy", "default"): 1,
+                   ("shop/default.pay-egress", "shop", "NetworkPolicy", "default"): 1,  # via its service account
+                   ("dev/default.dev-allow-all", "dev", "NetworkPolicy", "default"): 1,
+                   ("shop/default.old-api", "shop", "NetworkPolicy", "default"): 0,
+                   ("dev/default.dev-deny", "dev", "StagedNetworkPolicy", "default"): 1}
     info = rows(fams, names.POLICY_INFO, "policy", "order", "types")
     assert info[("security.prod-default-deny", "1000", "Ingress,Egress")] == 1
-    assert info[("default.web-https", "10", "Ingress")] == 1  # types default to Ingress
+    assert info[("shop/default.web-https", "10", "Ingress")] == 1  # types default to Ingress
     r = rows(fams, names.POLICY_RULES, "policy", "direction", "action")
-    assert r == {("default.web-https", "ingress", "allow"): 1, ("default.pay-egress", "egress", "allow"): 1,
-                 ("default.dev-allow-all", "ingress", "allow"): 1, ("default.old-api", "ingress", "deny"): 1}
+    assert r == {("shop/default.web-https", "ingress", "allow"): 1, ("shop/default.pay-egress", "egress", "allow"): 1,
+                 ("dev/default.dev-allow-all", "ingress", "allow"): 1, ("shop/default.old-api", "ingress", "deny"): 1}
     rec = {(ns, check, sev) for ns, check, sev, _msg in rows(fams, names.RECOMMENDATION, "namespace", "check",
                                                                 "severity", "message")}
     assert rec == {("dev", "namespace_default_deny_ingress", "high"),
@@ -104,7 +104,7 @@ def test_mixed_cluster_details() -> None:
 def test_invalid_selectors_are_reported_not_fatal() -> None:
     fams = inventory("invalid")
     assert rows(fams, names.POLICY_ERRORS, "policy", "namespace", "kind") == {
-        ("broken", "x", "NetworkPolicy"): 1, ("also-broken", "", "GlobalNetworkPolicy"): 1}
+        ("x/broken", "x", "NetworkPolicy"): 1, ("also-broken", "", "GlobalNetworkPolicy"): 1}
 
 
 LABELS = {"app": "web", "tier": "frontend", "env": "prod", "version": "v2"}
@@ -219,3 +219,19 @@ def test_daemon_survives_what_it_cannot_read(tmp_path) -> None:
 def test_once_needs_a_snapshot() -> None:
     p = run_cli("inventory", "--once", check=False)
     assert p.returncode == 2 and b"--once needs --snapshot" in p.stderr
+
+
+def test_policy_label_is_the_same_in_the_inventory_and_in_flows(tmp_path) -> None:
+    """One form of `policy` everywhere: the policy board joins traffic on it without label_replace."""
+    from calico_lens.demo.cluster import LOG_PREFIX, TrafficGenerator, snapshot
+
+    snap = tmp_path / "cluster.yaml"
+    snap.write_text(yaml.safe_dump(snapshot()))
+    log = tmp_path / "kern.log"
+    log.write_text("\n".join(TrafficGenerator(seed=3).lines(3000)) + "\n")
+    board = {lab["policy"] for lab, _ in samples(run_cli("inventory", "--snapshot", str(snap), "--once")
+                                                 .stdout.decode())[names.POLICY_INFO]}
+    flows = samples(run_cli("replay", "--snapshot", str(snap), "--log-prefix", LOG_PREFIX, str(log)).stdout.decode())
+    seen = {lab["policy"] for lab, _ in flows[names.FLOWS + "_total"] if lab["policy"]}
+    assert "shop/default.backend-allow-frontend" in seen and "platform.log-all-egress" in seen
+    assert seen <= board, seen - board

@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from calico_lens.metrics import names
+
 LOG_PREFIX = "%k/%p"  # the FelixConfiguration logPrefix the demo "cluster" uses
 IPTABLES_PREFIX_MAX = 29
 
@@ -124,8 +126,7 @@ def snapshot() -> dict:
 
 
 def _prefix(code: str, ns: str, name: str) -> str:
-    nsname = f"{ns}/{name}" if ns else name
-    return (LOG_PREFIX.replace("%k", code).replace("%p", nsname) + ": ")[:IPTABLES_PREFIX_MAX]
+    return (LOG_PREFIX.replace("%k", code).replace("%p", names.policy_label(ns, name)) + ": ")[:IPTABLES_PREFIX_MAX]
 
 
 def _matches(rule: dict, proto: str, port: int) -> bool:

@@ -21,14 +21,14 @@ def families(model: Model) -> list[Metric]:
                                "(it is treated as selecting nothing).", labels=("policy", "namespace", "kind"))
     states: Counter[tuple[str, str, str]] = Counter()
     for p in sorted(model.policies, key=lambda p: (p.kind, p.namespace, p.name)):
-        base = (p.name, p.namespace, p.kind, p.tier)
+        base = (names.policy_label(p.namespace, p.name), p.namespace, p.kind, p.tier)
         info.add_metric((*base[:4], p.order, ",".join(p.types)), 1)
         selected.add_metric(base, len(p.selected))
         for d in DIRECTIONS:
             for action, n in sorted(Counter(str(r.get("action", "")).lower() for r in p.rules[d]).items()):
                 rules.add_metric((*base, d, action), n)
         if p.error:
-            errors.add_metric((p.name, p.namespace, p.kind), 1)
+            errors.add_metric(base[:3], 1)
         states[(p.kind, p.tier, "invalid" if p.error else "active" if p.selected else "unused")] += 1
     policies = GaugeMetricFamily(names.POLICIES, "Policies by kind, tier and state (active selects pods, unused "
                                  "selects none, invalid cannot be parsed).", labels=("kind", "tier", "state"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from calico_lens.metrics import names
 from calico_lens.parse.prefix import GLOBAL_KINDS, PrefixInfo
 
 UNKNOWN = "unknown"
@@ -34,7 +35,7 @@ class _Policy:
 
     @property
     def label(self) -> str:
-        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+        return names.policy_label(self.namespace, self.name)
 
 
 def _parse(code: str, obj: dict) -> _Policy:
@@ -74,7 +75,7 @@ class PolicyIndex:
     def verdict(self, info: PrefixInfo, protocol: str, port: str, direction: str) -> PolicyVerdict:
         policy = self.find(info)
         if policy is None:
-            label = f"{info.namespace}/{info.name}" if info.namespace and info.name else info.name
+            label = names.policy_label(info.namespace if info.name else "", info.name)
             if info.truncated and label:
                 label += "..."  # what the cut prefix still tells, marked as incomplete
             return PolicyVerdict(label, info.tier, UNKNOWN, "")

@@ -24,6 +24,14 @@ FLOW_LABELS: tuple[str, ...] = (
     "direction",
 )
 
+
+
+def policy_label(namespace: str, name: str) -> str:
+    """The one form of the ``policy`` label in every family (flows, Felix's records, the inventory):
+    ``namespace/name`` for a namespaced policy, ``name`` for a global one."""
+    return f"{namespace}/{name}" if namespace else name
+
+
 FLOW_RETRIES = f"{PREFIX}_flow_retries"  # _total{FLOW_LABELS}: retransmitted SYNs, not new flows
 FLOW_RETRIES_HELP = ("Retransmitted connection attempts in logged lines (a TCP SYN resent for the same 5-tuple within "
                      "syn_retry_window): retries of a flow already counted, not new flows.")
