@@ -19,10 +19,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "exporter"))
 
 from calico_lens.collectors.podnet import PodNetCollector  # noqa: E402
+from calico_lens.demo.node import Node  # noqa: E402
 from calico_lens.kube.metadata import MetadataStore  # noqa: E402
 
 from tests.e2e import scenario  # noqa: E402
-from tests.e2e.node import Node  # noqa: E402
 
 
 def cpu() -> float:

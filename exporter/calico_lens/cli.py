@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--alertmanager-port", type=int, default=9093, metavar="PORT")
     demo.add_argument("--no-alertmanager", action="store_true",
                       help="do not start Alertmanager (Prometheus still evaluates the rules)")
+    demo.add_argument("--no-node", action="store_true",
+                      help="do not build the small real node (network namespaces with real TCP traffic, as root) "
+                           "that feeds the TCP board")
     demo.add_argument("--rate", type=float, default=200.0, metavar="LINES_PER_S", help="generated lines per second")
     demo.add_argument("--duration", type=float, default=0.0, metavar="SECONDS", help="stop after this long (0: Ctrl-C)")
     return parser

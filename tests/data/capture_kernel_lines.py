@@ -15,9 +15,9 @@ from collections import Counter
 from pathlib import Path
 
 import yaml
+from calico_lens.demo.node import Node, Rule, kmsg_reader, kmsg_write
 
 from tests.e2e import scenario
-from tests.e2e.node import Node, Rule, kmsg_reader, kmsg_write
 
 OUT = Path(__file__).parent / "kernel"
 CASES = {
@@ -67,7 +67,7 @@ def _fragments(node: Node) -> Counter:
     rule = Rule("frag-probe", "", "gnp", "default", "egress", fe, "allow")
     node.rules.append(rule)  # after the frontend's egress policy: the scenario's rows never meet it
     prefix = node.prefix_for(rule)
-    from tests.e2e.node import run
+    from calico_lens.demo.node import run
 
     run("nft", "-f", "-", ns=node.node_ns, input=(
         "table inet calico_frag {\n chain pre {\n  type filter hook prerouting priority -450; policy accept;\n"

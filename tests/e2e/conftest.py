@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from tests.e2e.node import SYSCTLS, Node, PrivilegeError, check_privileges, leftovers
+from calico_lens.demo.node import SYSCTLS, Node, PrivilegeError, check_privileges, leftovers
 
 
 def _sysctls() -> dict[str, str]:

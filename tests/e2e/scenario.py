@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from tests.e2e.node import Node, Rule, sctp_init
+from calico_lens.demo.node import Node, Rule, sctp_init
 
 NAMESPACES = ("shop", "payments")
 PARTNER_SET = "partner-net"  # a GlobalNetworkSet holding the "partner" external host
@@ -123,22 +123,7 @@ def expected(node: Node, traffic: tuple[Traffic, ...] = TRAFFIC) -> Counter[tupl
 def snapshot(node: Node) -> dict:
     """The Kubernetes objects describing the node's pods, sets and policies (a kubectl List)."""
     items: list[dict] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in NAMESPACES]
-    for p in node.pods.values():
-        if p.owner_kind == "ReplicaSet":
-            rs = p.name.rsplit("-", 1)[0]
-            owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs, "controller": True, "uid": "u-" + rs}
-            labels = {**p.labels, "pod-template-hash": rs.rsplit("-", 1)[1]}
-        else:
-            owner = {"apiVersion": "apps/v1", "kind": p.owner_kind, "name": p.workload, "controller": True,
-                     "uid": "u-" + p.workload}
-            labels = dict(p.labels)
-        items.append({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": p.name, "namespace": p.namespace, "labels": labels, "ownerReferences": [owner],
-                         "uid": p.uid},
-            "spec": {"nodeName": "node-1"},
-            "status": {"phase": "Running", "podIP": p.ip4, "podIPs": [{"ip": p.ip4}, {"ip": p.ip6}]},
-        })
+    items += [node.pod_object(p) for p in node.pods.values()]
     partner = node.externals.get("partner")
     if partner:
         items.append({

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from calico_lens.demo.node import SYSCTLS, Node, kmsg_reader, leftovers
 from calico_lens.metrics import names
 
 from tests.e2e import scenario
 from tests.e2e.agent_proc import AgentProcess
-from tests.e2e.node import SYSCTLS, Node, kmsg_reader, leftovers
 from tests.prom import Prometheus
 
 FLOWS = names.FLOWS + "_total"

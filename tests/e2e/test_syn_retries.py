@@ -8,12 +8,12 @@ import time
 
 import pytest
 from calico_lens.config import Config
+from calico_lens.demo.node import kmsg_reader
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.metrics import names
 from calico_lens.pipeline import FlowPipeline
 
 from tests.e2e import scenario
-from tests.e2e.node import kmsg_reader
 
 
 @pytest.mark.parametrize("template", ["%k/%p", "calico-packet"])

@@ -11,13 +11,13 @@ import time
 from calico_lens.collectors.conntrack import ConntrackCollector
 from calico_lens.collectors.podnet import RTT_BUCKETS, PodNetCollector
 from calico_lens.config import Config
+from calico_lens.demo.node import Node, run
 from calico_lens.enrich import Enricher
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.metrics import names
 from calico_lens.metrics.table import LabelTable
 
 from tests.e2e import scenario
-from tests.e2e.node import Node, run
 
 
 def collectors(node: Node, ttl: float = 0, unreplied_after: float = 0.5) -> tuple[MetadataStore, PodNetCollector,
@@ -31,17 +31,6 @@ def collectors(node: Node, ttl: float = 0, unreplied_after: float = 0.5) -> tupl
                             error=lambda r, n=1: errors.append(r))
     pn.errors = errors  # type: ignore[attr-defined]
     return store, pn, ct
-
-
-def client(node: Node, src: str, dst: str, port: int, payload: int, hold: float = 0.0) -> subprocess.Popen:
-    """Send ``payload`` bytes, half-close, read the reply to the end, hold the socket a while."""
-    addr = node.address_of(dst)
-    code = (f"import socket,time\ns=socket.create_connection(({addr!r},{port}))\n"
-            f"s.sendall(b'x'*{payload})\ns.shutdown(socket.SHUT_WR)\nn=0\n"
-            "while (d:=s.recv(65536)):\n n+=len(d)\n"
-            f"time.sleep({hold})\nprint(n)\n")
-    return subprocess.Popen(["ip", "netns", "exec", node.netns_of(src), sys.executable, "-c", code],
-                            stdout=subprocess.PIPE, text=True)
 
 
 def total(pn: PodNetCollector, metric: str, workload: str, direction: str | None = None) -> float:
@@ -61,7 +50,7 @@ def test_rtt_follows_queue_delay(make_node) -> None:
     node.serve_tcp("sink-0", 8080, sink=True)
     node.serve_tcp("echo-0", 8080, sink=True)
     _, pn, _ = collectors(node)
-    bulk = client(node, "bulk-0", "sink-0", 8080, 3_000_000)  # ~6 s at 4 Mbit/s: the queue stays full
+    bulk = node.send_bulk("bulk-0", "sink-0", 8080, 3_000_000)  # ~6 s at 4 Mbit/s: the queue stays full
     addr = node.address_of("echo-0")
     chat = subprocess.Popen(["ip", "netns", "exec", node.netns_of("chat-0"), sys.executable, "-c",
                              f"import socket,time\ns=socket.create_connection(({addr!r},8080))\n"
@@ -101,7 +90,7 @@ def test_retransmissions_follow_random_drops(make_node) -> None:
     # the clean path retransmit too (seen on a loaded CI machine).
     for _ in range(2):
         for src, dst in (("clean-0", "dst-b-0"), ("lossy-0", "dst-a-0")):
-            client(node, src, dst, 8080, 2_000_000).communicate(timeout=90)
+            node.send_bulk(src, dst, 8080, 2_000_000).communicate(timeout=90)
     pn.collect()
     ratio = {w: (total(pn, names.TCP_RETRANS, w) - before[w]) / max(1.0, total(pn, names.TCP_SEGMENTS, w, "out"))
              for w in ("lossy", "clean")}
@@ -124,7 +113,7 @@ def test_conntrack_bytes_match_a_known_transfer_both_ways(make_node) -> None:
     _, pn, ct = collectors(node)
     pn.collect()
     resent = {w: total(pn, names.TCP_RETRANS, w) for w in ("up", "store")}
-    p = client(node, "up-0", "store-0", 8080, 1_000_000, hold=2)
+    p = node.send_bulk("up-0", "store-0", 8080, 1_000_000, hold=2)
     time.sleep(1.2)  # the transfer is done; the connection is still open
     ct.collect()
     assert p.communicate(timeout=30)[0].strip() == "300000"
@@ -171,7 +160,7 @@ def test_pods_come_and_go_without_breaking_counters(make_node) -> None:
     node.add_pod("db-0", "shop", "db", owner_kind="StatefulSet")
     node.serve_tcp("db-0", 8080, sink=True)
     store, pn, _ = collectors(node, ttl=2.0)
-    client(node, "web-0", "db-0", 8080, 200_000).communicate(timeout=30)
+    node.send_bulk("web-0", "db-0", 8080, 200_000).communicate(timeout=30)
     pn.collect()
     first = total(pn, names.NET_BYTES, "web", "out")
     assert first >= 200_000
@@ -179,7 +168,7 @@ def test_pods_come_and_go_without_breaking_counters(make_node) -> None:
     gone = node.remove_pod("web-0")
     node.add_pod("web-1", "shop", "web", owner_kind="StatefulSet")
     store.load_list(scenario.snapshot(node))
-    client(node, "web-1", "db-0", 8080, 50_000).communicate(timeout=30)
+    node.send_bulk("web-1", "db-0", 8080, 50_000).communicate(timeout=30)
     pn.collect()
     second = total(pn, names.NET_BYTES, "web", "out")
     assert second >= first + 50_000  # the total went on growing: rate() sees no reset
@@ -190,45 +179,3 @@ def test_pods_come_and_go_without_breaking_counters(make_node) -> None:
         t.expire()
     pn.collect()
     assert all(len(t) <= 4 for t in pn.tables.values())
-
-
-def test_tcp_dashboard_queries_return_data(make_node, tmp_path) -> None:
-    """The agent with its kernel sources on the node harness, scraped by a real Prometheus with the
-    rules: every query of the TCP dashboard returns data."""
-    import yaml
-
-    from tests.e2e.agent_proc import AgentProcess
-    from tests.e2e.test_dashboard_queries import board_queries, run_queries
-    from tests.helpers import ROOT
-    from tests.prom import Prometheus
-
-    node = make_node("iptables")
-    node.add_pod("bulk-0", "shop", "bulk", owner_kind="StatefulSet")
-    node.add_pod("sink-0", "shop", "sink", owner_kind="StatefulSet")
-    run("tc", "qdisc", "add", "dev", node.pods["sink-0"].iface, "root", "tbf", "rate", "8mbit", "burst", "16kb",
-        "latency", "50ms", ns=node.node_ns)
-    run("iptables", "-I", "FORWARD", "1", "-o", node.pods["sink-0"].iface, "-m", "statistic", "--mode", "random",
-        "--probability", "0.03", "-j", "DROP", ns=node.node_ns)
-    run("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "9999", "--syn", "-j", "DROP", ns=node.pods["sink-0"].netns)
-    node.serve_tcp("sink-0", 8080, sink=True)
-    snap = tmp_path / "snapshot.yaml"
-    snap.write_text(yaml.safe_dump(scenario.snapshot(node)))
-    cfg = tmp_path / "agent.yaml"
-    cfg.write_text(yaml.safe_dump({"tcp_stats": True, "conntrack": True, "tcp_interval": "1s",
-                                   "conntrack_netns": f"/var/run/netns/{node.node_ns}", "unreplied_after": "0.5s"}))
-    feed = tmp_path / "kern.log"
-    feed.write_text("")
-    with AgentProcess("--config", str(cfg), "--snapshot", str(snap), "--source", f"file:{feed}") as agent, \
-            Prometheus([agent.address], rule_files=[str(ROOT / "alerts" / "calico-lens.rules.yaml")]) as prom:
-        bulk = client(node, "bulk-0", "sink-0", 8080, 6_000_000)
-        for _ in range(2):
-            node.tcp_connect("bulk-0", "sink-0", 9999)
-            node.tcp_connect("bulk-0", "sink-0", 7777)  # refused: a reset and a failed attempt
-        queries = board_queries({"calico-lens-tcp"})
-        end = time.monotonic() + 40
-        empty = queries
-        while time.monotonic() < end and empty:
-            time.sleep(2)
-            empty = run_queries(prom.url + "/api/v1/query", queries)
-        bulk.kill()
-    assert not empty, f"TCP panels without data: {empty}"

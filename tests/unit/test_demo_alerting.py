@@ -47,3 +47,12 @@ def test_example_config_points_every_webhook_at_the_receiver() -> None:
     urls = [h["url"] for r in cfg["receivers"] for h in r.get("webhook_configs", [])]
     assert urls and all(u.startswith("http://127.0.0.1:4321/") for u in urls)
     assert cfg["route"]["group_wait"] == "2s" and all(r["group_wait"] == "2s" for r in cfg["route"]["routes"])
+
+
+def test_demo_says_in_one_line_why_the_tcp_board_is_empty(monkeypatch) -> None:
+    from calico_lens.demo import run
+
+    assert run.start_node(True) == (None, "off (--no-node): the TCP board stays empty")
+    monkeypatch.setattr(run.os, "geteuid", lambda: 1000)
+    node, note = run.start_node(False)
+    assert node is None and "run the demo as root" in note and "\n" not in note

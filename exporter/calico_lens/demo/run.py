@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -21,6 +22,8 @@ from calico_lens.agent import Agent
 from calico_lens.config import Config
 from calico_lens.demo.alerting import WebhookReceiver, alertmanager_binary, describe, example_config, start_alertmanager
 from calico_lens.demo.cluster import LOG_PREFIX, DnsGenerator, TrafficGenerator, snapshot
+from calico_lens.demo.node import PrivilegeError
+from calico_lens.demo.tcpnode import DemoNode
 from calico_lens.inventory.daemon import Inventory
 from calico_lens.server import serve
 
@@ -86,6 +89,20 @@ DEMO_RULE_SETTINGS = {"staged_for": "20s", "new_denial_min_history": "30s", "new
                       "new_denial_for": "10s"}
 
 
+def start_node(skip: bool) -> tuple[DemoNode | None, str]:
+    """The small real node behind the TCP board, where it can be built; else why not, in one line."""
+    if skip:
+        return None, "off (--no-node): the TCP board stays empty"
+    if os.geteuid() != 0:
+        return None, "empty: run the demo as root (sudo make demo) for a small real node with TCP traffic"
+    try:
+        node = DemoNode()
+    except (PrivilegeError, OSError, subprocess.CalledProcessError, RuntimeError) as e:
+        return None, f"empty: the small real node could not be built ({str(e).splitlines()[0]})"
+    return node, (f"real TCP traffic shop/loadgen → shop/cache (delay, 3% loss) in network namespaces "
+                  f"{node.node.node_ns} and its pods'")
+
+
 def demo_rules(workdir: Path) -> list[str]:
     """The rules from alerts/generate.py with the demo's shorter waits (the committed file otherwise)."""
     gen = ROOT / "alerts" / "generate.py"
@@ -142,9 +159,21 @@ def start_alerting(workdir: Path, port: int) -> tuple[subprocess.Popen | None, W
 
 def run_demo(args: argparse.Namespace) -> int:
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    node, node_note = start_node(args.no_node)
+    try:
+        return _run(args, node, node_note)
+    finally:
+        if node is not None:  # the namespaces and their rules go, whatever happened
+            node.close()
+
+
+def _run(args: argparse.Namespace, node: DemoNode | None, node_note: str) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="calico-lens-demo-"))
+    cluster = snapshot()
+    if node is not None:
+        cluster["items"] += node.objects()
     snap = workdir / "cluster.yaml"
-    snap.write_text(yaml.safe_dump(snapshot(), sort_keys=False))
+    snap.write_text(yaml.safe_dump(cluster, sort_keys=False))
     log = workdir / "kern.log"
     log.write_text("")
     host, _, port = args.metrics_address.rpartition(":")
@@ -153,7 +182,7 @@ def run_demo(args: argparse.Namespace) -> int:
     address = f"{host or '127.0.0.1'}:{port}"
     sock = str(workdir / "felix" / "flows.sock")
     cfg = Config(log_prefix=LOG_PREFIX, sources=[f"file:{log}", f"felix:unix:{sock}"], metrics_address=address,
-                 snapshot=str(snap))
+                 snapshot=str(snap), **(node.agent_settings() if node is not None else {}))
     agent = Agent(cfg)
     agent.start(kube=False)
     # The cluster-wide inventory (policy board, security score) on the same made-up cluster.
@@ -185,6 +214,7 @@ def run_demo(args: argparse.Namespace) -> int:
         if am is not None:
             print(f"  alertmanager http://{am_address}  (example routing; notifications are printed here)")
     print(f"  files        {workdir} (snapshot, generated kern.log)")
+    print(f"  tcp board    {node_note}")
     print(f"Try: curl -s http://{address}/metrics | grep 'action=\"deny\"'")
     print(f"     curl -s http://{address}/metrics | grep policy_preview")
     print("Stop with Ctrl-C." if not args.duration else f"Stopping after {args.duration:.0f} s.")

@@ -14,7 +14,7 @@ Layout (as Felix lays out a node):
 Addresses come from 198.18.0.0/15 and fd00:198:18::/64; no namespace has a route out.
 Everything is removed by ``close()`` (also used as a context manager), even after failures.
 
-Run by hand:  sudo .venv/bin/python -m tests.e2e.node --help
+Run by hand:  sudo .venv/bin/python -m calico_lens.demo.node --help
 """
 
 from __future__ import annotations
@@ -356,9 +356,37 @@ class Node:
                 "while True:\n" + handle)
         p = subprocess.Popen(["ip", "netns", "exec", self.netns_of(name), sys.executable, "-c", code],
                              stdout=subprocess.PIPE, text=True)
-        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        if p.stdout is None or p.stdout.readline().strip() != "ready":
+            p.kill()
+            raise RuntimeError(f"node: the TCP server in {name} did not start")
         self._servers = [*getattr(self, "_servers", []), p]
         return p
+
+    def send_bulk(self, src: str, dst: str, port: int, payload: int, hold: float = 0.0) -> subprocess.Popen:
+        """Send ``payload`` bytes from ``src`` to ``dst``, half-close, read the reply to the end, hold
+        the socket a while; the process prints how many bytes came back."""
+        code = (f"import socket,time\ns=socket.create_connection(({self.address_of(dst)!r},{port}))\n"
+                f"s.sendall(b'x'*{payload})\ns.shutdown(socket.SHUT_WR)\nn=0\n"
+                "while (d:=s.recv(65536)):\n n+=len(d)\n"
+                f"time.sleep({hold})\nprint(n)\n")
+        return subprocess.Popen(["ip", "netns", "exec", self.netns_of(src), sys.executable, "-c", code],
+                                stdout=subprocess.PIPE, text=True)
+
+    def pod_object(self, pod: Pod, node_name: str = "node-1") -> dict:
+        """The Kubernetes Pod object of one of this node's pods, as the API server would list it."""
+        if pod.owner_kind == "ReplicaSet":
+            rs = pod.name.rsplit("-", 1)[0]
+            owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs, "controller": True, "uid": "u-" + rs}
+            labels = {**pod.labels, "pod-template-hash": rs.rsplit("-", 1)[1]}
+        else:
+            owner = {"apiVersion": "apps/v1", "kind": pod.owner_kind, "name": pod.workload, "controller": True,
+                     "uid": "u-" + pod.workload}
+            labels = dict(pod.labels)
+        return {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod.name, "namespace": pod.namespace, "labels": labels,
+                             "ownerReferences": [owner], "uid": pod.uid},
+                "spec": {"nodeName": node_name},
+                "status": {"phase": "Running", "podIP": pod.ip4, "podIPs": [{"ip": pod.ip4}, {"ip": pod.ip6}]}}
 
     def _in_ns(self, name: str, code: str) -> str:
         return run(sys.executable, "-c", code, ns=self.netns_of(name))
