@@ -79,7 +79,7 @@ def test_without_privileges_one_clear_line() -> None:
     where = tempfile.mkdtemp(prefix="cl-priv-")
     try:
         os.chmod(where, 0o755)
-        shutil.copy(ROOT / "tests" / "e2e" / "node.py", os.path.join(where, "node.py"))
+        shutil.copy(ROOT / "exporter" / "calico_lens" / "demo" / "node.py", os.path.join(where, "node.py"))
         os.chmod(os.path.join(where, "node.py"), 0o644)
         code = ("from node import PrivilegeError, check_privileges\n"
                 "try:\n check_privileges()\nexcept PrivilegeError as e:\n print(e)\n")
