@@ -66,7 +66,13 @@ def test_rendered_prometheus_rules_and_alertmanager(tmp_path) -> None:
     for case in ("stock-values.yaml", "remote-write-values.yaml"):
         docs = render(case)
         prom = find(docs, "ConfigMap", "-prometheus")["data"]
-        (tmp_path / "prometheus.yml").write_text(prom["prometheus.yml"])
+        # Debian's promtool is built without Kubernetes discovery: check the rest of the config with a
+        # file in its place (tests/e2e/test_quickstart_scrape.py runs the relabelling for real).
+        cfg = yaml.safe_load(prom["prometheus.yml"])
+        for job in cfg["scrape_configs"]:
+            assert job.pop("kubernetes_sd_configs")[0]["role"] == "pod"
+            job["file_sd_configs"] = [{"files": [str(tmp_path / "targets.json")]}]
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
         (tmp_path / "rules.yaml").write_text(prom["calico-lens.rules.yaml"])
         p = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True,
                            text=True)
@@ -83,6 +89,24 @@ def test_rendered_prometheus_rules_and_alertmanager(tmp_path) -> None:
             assert cfg["remote_write"] == [{"url": "https://metrics.example.com/api/v1/write"}]
             urls = {w["url"] for r in yaml.safe_load(am)["receivers"] for w in r.get("webhook_configs", [])}
             assert urls == {"https://alerts.example.com/hook"}
+
+
+def test_scrapes_label_node_and_keep_the_metrics_namespace_label() -> None:
+    """The quickstart Prometheus and the PodMonitor give the agents' series the same `node` and `job`
+    labels (per-node panels are keyed by node), and never rename the metrics' own `namespace`."""
+    prom = yaml.safe_load(find(render("stock-values.yaml"), "ConfigMap", "-prometheus")["data"]["prometheus.yml"])
+    jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
+    assert set(jobs) == {"calico-lens", "calico-lens-inventory"}
+    for job in jobs.values():
+        assert job["honor_labels"] is True
+        assert job["kubernetes_sd_configs"] == [{"role": "pod", "namespaces": {"names": ["observability"]}}]
+        assert {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"} in job["relabel_configs"]
+    docs = render("stock-values.yaml")
+    assert _grants(find(docs, "Role", "-prometheus")) == {("", "pods", v) for v in ("get", "list", "watch")}
+    monitor = find(render("kube-prometheus-stack-values.yaml"), "PodMonitor")
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    assert endpoint["honorLabels"] is True
+    assert {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"} in endpoint["relabelings"]
 
 
 def test_prometheus_rule_carries_the_rules() -> None:
