@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -11,11 +12,12 @@ from tests.prom import free_port, wait_http
 
 
 class AgentProcess:
-    def __init__(self, *args: str, ready: bool = True):
+    def __init__(self, *args: str, ready: bool = True, env: dict[str, str] | None = None):
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([sys.executable, "-m", "calico_lens", "agent", "--metrics-address", self.address,
-                                      *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                      *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env={**os.environ, **env} if env else None)
         self.url = f"http://{self.address}"
         try:
             wait_http(self.url + ("/readyz" if ready else "/healthz"))

@@ -387,18 +387,24 @@ class ForwardSource(Receiver):
         s = self.settings
         nonce, salt = secrets.token_bytes(16), secrets.token_bytes(16)
         conn.sendall(msgpack.packb(["HELO", {"nonce": nonce, "auth": salt if s.users else b"", "keepalive": True}]))
+        # PING is read raw: Fluent Bit sends its 16 random salt bytes as a msgpack *str*, which is not
+        # UTF-8 (the frame unpacker, which decodes text, would refuse every Fluent Bit handshake).
+        raw = msgpack.Unpacker(raw=True, max_buffer_size=1 << 16)
         try:
-            ping = self._read_obj(conn, unpacker)
+            ping = self._read_obj(conn, raw)
+            rest = raw.read_bytes(1 << 16)  # anything a client sent right after PING is frames
+            if rest:
+                unpacker.feed(rest)
         except EOFError:
             return False  # hung up before PING (a TCP probe, say): nothing was refused
         except FrameError:
             self.reject("auth_failed")
             return False
         ok, reason = False, "malformed PING"
-        if isinstance(ping, list) and len(ping) >= 4 and ping[0] == "PING":
-            client_host, key_salt, digest = _text(ping[1]) or "", ping[2], _text(ping[3]) or ""
-            key_salt_b = key_salt if isinstance(key_salt, bytes) else str(key_salt).encode()
-            ok = secrets.compare_digest(digest, _sha512_hex(key_salt_b, client_host, nonce, s.shared_key))
+        if isinstance(ping, list) and len(ping) >= 4 and ping[0] == b"PING":
+            host, key_salt = (v if isinstance(v, bytes) else b"" for v in ping[1:3])
+            digest = _text(ping[3]) or ""
+            ok = secrets.compare_digest(digest, _sha512_hex(key_salt, host, nonce, s.shared_key))
             reason = "" if ok else "shared key mismatch"
             if ok and s.users:
                 user = _text(ping[4]) if len(ping) > 4 else ""
@@ -406,7 +412,7 @@ class ForwardSource(Receiver):
                 want = s.users.get(user or "")
                 ok = want is not None and secrets.compare_digest(pw_digest or "", _sha512_hex(salt, user or "", want))
                 reason = "" if ok else "username/password mismatch"
-            reply_digest = _sha512_hex(key_salt_b, s.hostname, nonce, s.shared_key) if ok else ""
+            reply_digest = _sha512_hex(key_salt, s.hostname, nonce, s.shared_key) if ok else ""
         else:
             reply_digest = ""
         conn.sendall(msgpack.packb(["PONG", ok, reason, s.hostname, reply_digest]))
