@@ -47,6 +47,25 @@ def test_dry_run(name: str) -> None:
     assert p.returncode == 0 and "configuration test is successful" in p.stdout + p.stderr, p.stdout + p.stderr
 
 
+@pytest.mark.parametrize("kernel", ["kernel-kmsg.yaml", "kernel-tail.yaml", "kernel-systemd.yaml"])
+def test_the_charts_fluent_bit_configs_pass_dry_run(kernel: str, tmp_path: Path) -> None:
+    """What the chart hands each Fluent Bit container (the pipeline with the agent's port and the HTTP
+    server for its probes) is a configuration Fluent Bit accepts."""
+    from tests.unit.test_helm import find, render
+
+    docs = render("stock-values.yaml", "--set", "fluentbit.enabled=true", "--set", f"fluentbit.kernelPipeline={kernel}")
+    data = find(docs, "ConfigMap", "-fluentbit")["data"]
+    assert set(data) == {"parsers.yaml", "kernel.yaml", "coredns.yaml"}
+    for name, text in data.items():
+        (tmp_path / name).write_text(text)
+    for name in ("kernel.yaml", "coredns.yaml"):
+        cfg = yaml.safe_load(data[name])
+        assert cfg["service"]["health_check"] is True and cfg["service"]["http_server"] is True
+        p = subprocess.run([fluent_bit(), "--dry-run", "-c", name], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=30, env={**os.environ, "CALICO_LENS_FORWARD_SHARED_KEY": KEY, "NODE_NAME": "n1"})
+        assert p.returncode == 0, p.stdout + p.stderr
+
+
 class Pipeline:
     """One shipped pipeline run by Fluent Bit, its paths moved under ``work`` and its output sent
     to ``port`` (nothing else changed)."""

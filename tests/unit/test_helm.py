@@ -226,6 +226,89 @@ def test_any_agent_setting_rolls_the_agents() -> None:
     assert checksum("--set", "agent.port=9808") == base
 
 
+def _pod_specs(docs: list[dict]) -> list[tuple[str, dict, dict]]:
+    """(name, pod template metadata, pod spec) of every workload."""
+    return [(d["metadata"]["name"], d["spec"]["template"]["metadata"], d["spec"]["template"]["spec"]) for d in docs
+            if d["kind"] in ("DaemonSet", "Deployment")]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_container_has_resources_and_probes(case: str) -> None:
+    for name, _, spec in _pod_specs(render(case)):
+        for c in spec["containers"]:
+            assert c.get("resources", {}).get("requests") and c["resources"].get("limits", {}).get("memory"), \
+                f"{name}/{c['name']}: no requests or memory limit"
+            assert c.get("readinessProbe") and c.get("livenessProbe"), f"{name}/{c['name']}: no probes"
+
+
+def test_platform_settings_reach_every_pod() -> None:
+    docs = render("platform-values.yaml")
+    pods = _pod_specs(docs)
+    assert {n for n, _, _ in pods} == {"obs-netlens-agent", "obs-netlens-inventory", "obs-netlens-fluentbit",
+                                       "obs-netlens-prometheus", "obs-netlens-alertmanager", "obs-netlens-grafana"}
+    for name, meta, spec in pods:
+        assert spec["imagePullSecrets"] == [{"name": "registry-creds"}], name
+        assert meta["labels"]["cost-center"] == "42" and meta["annotations"]["team.example.com/owner"] == "network"
+        assert meta["labels"].get("app.kubernetes.io/name", "netlens") == "netlens", name
+    agent = find(docs, "DaemonSet", "-agent")
+    spec = agent["spec"]["template"]["spec"]
+    assert spec["priorityClassName"] == "platform-node-critical"
+    assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert spec["affinity"]["nodeAffinity"] and spec["tolerations"][0]["key"] == "dedicated"
+    assert agent["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == 1
+    env = {e["name"]: e for e in spec["containers"][0]["env"]}
+    assert env["CALICO_LENS_MAX_SERIES"]["value"] == "50000"
+    assert env["CALICO_LENS_FORWARD_SHARED_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "netlens-forward",
+                                                                                  "key": "shared-key"}
+    inv = find(docs, "Deployment", "-inventory")["spec"]["template"]["spec"]
+    assert inv["priorityClassName"] == "platform-critical" and inv["containers"][0]["env"][0]["value"] == "debug"
+    fb = find(docs, "DaemonSet", "-fluentbit")["spec"]["template"]["spec"]
+    for c in fb["containers"]:
+        key = next(e for e in c["env"] if e["name"] == "CALICO_LENS_FORWARD_SHARED_KEY")
+        assert key["valueFrom"]["secretKeyRef"]["name"] == "netlens-forward"
+    # Own Secrets named: none generated; the quickstart keeps its data on claims.
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    grafana = find(docs, "Deployment", "-grafana")["spec"]["template"]["spec"]["containers"][0]
+    assert grafana["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "netlens-grafana"
+    claims = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    assert claims["obs-netlens-prometheus"]["spec"]["storageClassName"] == "fast"
+    assert claims["obs-netlens-prometheus"]["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    assert "obs-netlens-alertmanager" in claims
+    prom = find(docs, "Deployment", "-prometheus")["spec"]["template"]["spec"]
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "obs-netlens-prometheus"}} in prom["volumes"]
+
+
+def test_generated_secrets_are_referenced_and_retention_covers_the_rules() -> None:
+    docs = render("stock-values.yaml", "--set", "fluentbit.enabled=true")
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    assert set(secrets) == {"lens-forward", "lens-grafana"}
+    assert len(secrets["lens-forward"]["data"]["shared-key"]) >= 40  # 32 random characters, base64
+    fb = find(docs, "DaemonSet", "-fluentbit")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "lens-forward", "key": "shared-key"} in [e.get("valueFrom", {}).get("secretKeyRef")
+                                                             for e in fb["env"]]
+    args = find(docs, "Deployment", "-prometheus")["spec"]["template"]["spec"]["containers"][0]["args"]
+    retention = next(a for a in args if a.startswith("--storage.tsdb.retention.time="))
+    assert int(retention.rsplit("=", 1)[1].rstrip("d")) > 7  # CalicoLensPolicyStartedDenying looks back 7d
+    assert not find(docs, "DaemonSet", "-agent")["spec"]["template"]["spec"].get("imagePullSecrets")
+
+
+def test_every_setting_change_rolls_its_pods() -> None:
+    def checksum(kind: str, suffix: str, *extra: str) -> str:
+        d = find(render("stock-values.yaml", "--set", "fluentbit.enabled=true", *extra), kind, suffix)
+        return d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    for kind, suffix, change in (("DaemonSet", "-agent", "agent.extraEnv[0].name=X"),
+                                 ("DaemonSet", "-fluentbit", "fluentbit.httpPort=2040"),
+                                 ("DaemonSet", "-fluentbit", "agent.forwardPort=24225"),
+                                 ("Deployment", "-prometheus", "rules.agentSelector=job=\"x\""),
+                                 ("Deployment", "-prometheus", "quickstart.prometheus.remoteWrite[0].url=https://a"),
+                                 ("Deployment", "-alertmanager", "quickstart.alertmanager.webhookURL=https://h"),
+                                 ("Deployment", "-inventory", "inventory.extraEnv[0].name=X")):
+        extra = ("--set", change) if "extraEnv" not in change else ("--set", change, "--set",
+                                                                    change.replace(".name=X", ".value=1"))
+        assert checksum(kind, suffix) != checksum(kind, suffix, *extra), change
+
+
 @pytest.mark.parametrize("setting,message", [
     ("agent.tcpStats=maybe", "/agent/tcpStats"),
     ("bogus=1", "bogus"),

@@ -1,15 +1,16 @@
-{{- define "cl.name" -}}calico-lens{{- end -}}
-{{- define "cl.fullname" -}}{{ .Release.Name }}{{- end -}}
+{{- define "cl.name" -}}{{ default "calico-lens" .Values.nameOverride | trunc 40 | trimSuffix "-" }}{{- end -}}
+{{/* The prefix of every resource name: fullnameOverride, else the release name. */}}
+{{- define "cl.fullname" -}}{{ default .Release.Name .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}{{- end -}}
 {{- define "cl.image" -}}{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}{{- end -}}
 {{- define "cl.labels" -}}
-app.kubernetes.io/name: calico-lens
+app.kubernetes.io/name: {{ include "cl.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- end -}}
 {{- define "cl.selector" -}}
-app.kubernetes.io/name: calico-lens
+app.kubernetes.io/name: {{ include "cl.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{/* Prometheus Operator integration: on when asked, or (auto) when its API is present. */}}
@@ -51,4 +52,62 @@ generator's defaults (alerts/generate.py; a test keeps the two defaults equal). 
 {{- $text = replace "job=\"calico-lens\"" .Values.rules.agentSelector $text -}}
 {{- $text = replace "https://github.com/calico-lens/calico-lens/blob/main/alerts/runbook.md#" (printf "%s#" .Values.rules.runbookUrl) $text -}}
 {{- $text -}}
+{{- end }}
+
+{{/* What every pod of the chart carries: podLabels and podAnnotations (under a pod template's
+metadata, after its own labels/annotations), imagePullSecrets (in its spec). */}}
+{{- define "cl.podLabels" -}}
+{{- with .Values.podLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+{{- define "cl.podAnnotations" -}}
+{{- with .Values.podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+{{- define "cl.pullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Does anything speak Forward to the agent (Fluent Bit, or a forward source)? */}}
+{{- define "cl.forward" -}}{{ or .Values.fluentbit.enabled (has "forward" .Values.agent.sources) }}{{- end -}}
+{{/* The Secret holding the Forward shared key (key: shared-key). */}}
+{{- define "cl.forwardSecret" -}}{{ default (printf "%s-forward" (include "cl.fullname" .)) .Values.agent.forwardSharedKey.existingSecret }}{{- end -}}
+{{/* A generated secret value that survives upgrades: the one already in the cluster, else a new one. */}}
+{{- define "cl.keptSecret" -}}
+{{- $old := lookup "v1" "Secret" .ctx.Release.Namespace .name -}}
+{{- if and $old $old.data (index $old.data .key) -}}{{ index $old.data .key }}{{- else -}}{{ randAlphaNum 32 | b64enc }}{{- end -}}
+{{- end }}
+
+{{/* The quickstart Prometheus's configuration (its checksum rolls Prometheus on a change). */}}
+{{- define "cl.quickstartPrometheus" -}}
+{{- $root := . -}}
+global:
+  scrape_interval: 30s
+  evaluation_interval: 30s
+rule_files: [/etc/prometheus/rules/*.yaml]
+alerting:
+  alertmanagers:
+    - static_configs: [{targets: ["{{ include "cl.fullname" . }}-alertmanager:9093"]}]
+{{- with .Values.quickstart.prometheus.remoteWrite }}
+remote_write: {{- toYaml . | nindent 2 }}
+{{- end }}
+# The agents' and the inventory's pods in this namespace only (a namespaced Role lists them), with
+# the labels the chart's PodMonitor gives: node, and the job names the rules and dashboards expect.
+# honor_labels: the metrics' own namespace label (the pods' namespaces) is never renamed.
+scrape_configs:
+  {{- range $job, $component := dict "calico-lens" "agent" "calico-lens-inventory" "inventory" }}
+  - job_name: {{ $job }}
+    honor_labels: true
+    kubernetes_sd_configs: [{role: pod, namespaces: {names: ["{{ $root.Release.Namespace }}"]}}]
+    relabel_configs:
+      - {source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_instance], regex: "{{ $root.Release.Name }}", action: keep}
+      - {source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_component], regex: {{ $component }}, action: keep}
+      - {source_labels: [__meta_kubernetes_pod_container_port_name], regex: metrics, action: keep}
+      - {source_labels: [__meta_kubernetes_pod_node_name], target_label: node}
+      - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
+  {{- end }}
 {{- end }}
