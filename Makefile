@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Both run setup first.
-.PHONY: setup demo test lint bench rules dashboards chart clean
+.PHONY: setup demo test lint bench rules dashboards chart image clean
 
 setup:
 	@bash scripts/setup.sh
@@ -29,6 +29,9 @@ chart: setup
 
 rules: setup
 	.venv/bin/python alerts/generate.py
+
+image: setup  # build/calico-lens-<version>.oci.tar, with mmdebstrap and buildah (no registry, no Docker)
+	bash scripts/image.sh
 
 clean:
 	rm -rf .venv build *.egg-info exporter/*.egg-info .pytest_cache

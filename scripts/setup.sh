@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 for pair in prometheus:prometheus promtool:prometheus amtool:prometheus-alertmanager mtail:mtail iptables:iptables nft:nftables \
-            conntrack:conntrack ping:iputils-ping socat:socat ip:iproute2; do
+            conntrack:conntrack ping:iputils-ping socat:socat ip:iproute2 \
+            mmdebstrap:mmdebstrap buildah:buildah podman:podman runc:runc; do
   bin=${pair%%:*}; pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
