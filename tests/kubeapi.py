@@ -9,6 +9,7 @@ connections, absent API groups (404) and forbidden resources (403).
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,7 +34,9 @@ PATHS = {
 
 
 class FakeKubeAPI:
-    def __init__(self, calico_group: str | None = "projectcalico.org/v3") -> None:
+    def __init__(self, calico_group: str | None = "projectcalico.org/v3", tls: tuple[str, str] | None = None) -> None:
+        """``tls``: (certificate, key) files to serve HTTPS, as the real API server (and in-cluster
+        configuration) does."""
         self.calico_group = calico_group  # None: Calico not served at all
         self.rv = 100
         self.objects: dict[str, dict[tuple[str, str], dict]] = {k: {} for k in PATHS}
@@ -49,11 +52,17 @@ class FakeKubeAPI:
         self._generation = 0  # bumped to drop every open watch
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
+        self.scheme = "http"
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}"
 
     def __enter__(self) -> FakeKubeAPI:
         self.thread.start()

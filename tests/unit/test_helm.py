@@ -177,37 +177,45 @@ def test_rbac_is_least_privilege() -> None:
 
 
 def test_security_contexts() -> None:
-    docs = render("log-policies-values.yaml")
+    """Only what reads /dev/kmsg is privileged (a bind-mounted device is not in an unprivileged
+    container's device allow-list: tests/e2e/test_image.py shows the EPERM); everything else drops
+    every capability and adds only what it names."""
+    docs = render("log-policies-values.yaml", "--set", "agent.sources={felix}")
     for d in docs:
         if d["kind"] not in ("DaemonSet", "Deployment"):
             continue
         for c in d["spec"]["template"]["spec"]["containers"]:
             sc = c["securityContext"]
             assert sc["capabilities"]["drop"] == ["ALL"], c["name"]
-            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["allowPrivilegeEscalation"] is False and not sc.get("privileged")
     agent = find(docs, "DaemonSet", "-agent")["spec"]["template"]["spec"]["containers"][0]
-    assert set(agent["securityContext"]["capabilities"]["add"]) == {"SYSLOG", "SYS_PTRACE", "SYS_ADMIN", "NET_ADMIN"}
+    assert set(agent["securityContext"]["capabilities"]["add"]) == {"SYS_PTRACE", "SYS_ADMIN", "NET_ADMIN"}
     cfg = yaml.safe_load(find(docs, "ConfigMap", "-agent")["data"]["agent.yaml"])
     assert cfg["log_prefix"] == "%k/%p" and "forward:127.0.0.1:24224" in cfg["sources"]
+    kmsg = render("log-policies-values.yaml", "--set", "fluentbit.kernelPipeline=kernel-kmsg.yaml")
+    for d in (find(kmsg, "DaemonSet", "-agent"), find(kmsg, "DaemonSet", "-fluentbit")):
+        sc = d["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+        # Kubernetes refuses allowPrivilegeEscalation: false beside privileged: true
+        assert sc["privileged"] is True and "allowPrivilegeEscalation" not in sc, d["metadata"]["name"]
 
 
 def test_each_source_gets_only_its_host_access() -> None:
-    """kmsg: /dev/kmsg and CAP_SYSLOG; trace (eBPF dataplane): the host's tracefs and no capability;
+    """kmsg: /dev/kmsg, privileged; trace (eBPF dataplane): the host's tracefs and no capability;
     felix (the default): Felix's socket directory only."""
     host = {"/dev/kmsg", "/sys/kernel/tracing", "/var/run/calico/flows"}
-    for case, source, mount, cap in (("kmsg-values.yaml", "kmsg", "/dev/kmsg", "SYSLOG"),
-                                     ("ebpf-values.yaml", "trace", "/sys/kernel/tracing", None),
-                                     ("stock-values.yaml", "felix", "/var/run/calico/flows", None)):
+    for case, source, mount in (("kmsg-values.yaml", "kmsg", "/dev/kmsg"),
+                                ("ebpf-values.yaml", "trace", "/sys/kernel/tracing"),
+                                ("stock-values.yaml", "felix", "/var/run/calico/flows")):
         docs = render(case)
         agent = find(docs, "DaemonSet", "-agent")["spec"]["template"]["spec"]
         mounts = {m["mountPath"] for m in agent["containers"][0]["volumeMounts"]}
         paths = {v["hostPath"]["path"] for v in agent["volumes"] if "hostPath" in v}
-        caps = set(agent["containers"][0]["securityContext"]["capabilities"].get("add", []))
+        sc = agent["containers"][0]["securityContext"]
         cfg = yaml.safe_load(find(docs, "ConfigMap", "-agent")["data"]["agent.yaml"])
         assert cfg["sources"] == [source], case
         assert mount in mounts and mount in paths, case
         assert not (host - {mount}) & (mounts | paths), case
-        assert ("SYSLOG" in caps) is (cap == "SYSLOG"), case
+        assert bool(sc.get("privileged")) is (source == "kmsg"), case
     felix = find(render("stock-values.yaml"), "DaemonSet", "-agent")["spec"]["template"]["spec"]
     assert not felix["hostPID"] and not felix["hostNetwork"]
     assert "add" not in felix["containers"][0]["securityContext"]["capabilities"]  # nothing but the socket dir

@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -484,6 +486,9 @@ def _main() -> int:
     ap.add_argument("--dataplane", choices=("iptables", "nftables"), default="iptables")
     ap.add_argument("--log-prefix", default="calico-packet")
     ap.add_argument("--cleanup", action="store_true", help="only remove namespaces a crashed run left behind")
+    ap.add_argument("--snapshot", default="/tmp/calico-lens-node.json", metavar="FILE",
+                    help="where to write the node's pods as a kubectl List, for the agent's --snapshot "
+                         "(default: %(default)s)")
     args = ap.parse_args()
     if args.cleanup:
         for name in leftovers():
@@ -499,6 +504,10 @@ def _main() -> int:
     except PrivilegeError as e:
         print(f"node: {e}", file=sys.stderr)
         return 1
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # `kill` and `timeout` remove the node too, as Ctrl-C does
     with Node(args.dataplane, args.log_prefix) as node:
         a = node.add_pod("frontend-7d4b9c6f5-abcde", "shop", "frontend")
         b = node.add_pod("backend-5f6d7c8b9-fghij", "shop", "backend")
@@ -506,7 +515,10 @@ def _main() -> int:
         node.add_rule(Rule("allow-frontend", "shop", "np", "default", "ingress", b, "allow", "tcp", 8080))
         node.add_rule(Rule("deny-rest", "shop", "np", "default", "ingress", b, "deny"))
         node.serve_tcp(b.name, 8080)
+        with open(args.snapshot, "w") as fh:  # JSON is YAML: what `kubectl get pods -A -o yaml` would list
+            json.dump({"apiVersion": "v1", "kind": "List", "items": [node.pod_object(p) for p in (a, b)]}, fh)
         print(f"node namespace: {node.node_ns}; pods: {a.netns} ({a.ip4}), {b.netns} ({b.ip4})")
+        print(f"agent:  calico-lens agent --source kmsg --log-prefix {args.log_prefix!r} --snapshot {args.snapshot}")
         print(f"try: ip netns exec {a.netns} python3 -c \"import socket;socket.create_connection(('{b.ip4}',8080))\"")
         print("kernel lines appear in `dmesg -w`; Ctrl-C removes everything")
         with contextlib.suppress(KeyboardInterrupt):
