@@ -39,8 +39,9 @@ def find(docs: list[dict], kind: str, suffix: str = "") -> dict:
     return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(suffix))
 
 
-def test_lint() -> None:
-    p = helm("lint", str(CHART), "--strict")
+@pytest.mark.parametrize("case", ["", *CASES])
+def test_lint(case: str) -> None:
+    p = helm("lint", str(CHART), "--strict", *(["-f", str(CHART / "ci" / case)] if case else []))
     assert "0 chart(s) failed" in p.stdout
 
 
