@@ -178,6 +178,15 @@ class ChartAgent:
                     raise AssertionError(f"agent container not answering {path}: {self.logs()}") from None
                 time.sleep(0.3)
 
+    def wait_ready(self, timeout: float = 60.0) -> requests.Response:
+        """/readyz until 200 (the first Kubernetes sync, the sources started) or the timeout."""
+        end = time.monotonic() + timeout
+        r = self.get("/readyz")
+        while r.status_code != 200 and time.monotonic() < end:
+            time.sleep(0.3)
+            r = self.get("/readyz")
+        return r
+
     def running(self) -> bool:
         out = subprocess.run(["podman", "inspect", "-f", "{{.State.Running}}", self.name], capture_output=True,
                              text=True)
@@ -235,7 +244,7 @@ def test_kmsg_source_as_the_chart_runs_it_reads_real_kernel_lines(image: str) ->
     prefix = "img" + uuid.uuid4().hex[:6]
     with ChartAgent(image, "-f", str(ROOT / "helm/calico-lens/ci/kmsg-values.yaml"), "--set", f"logPrefix={prefix}",
                     "--set", f"agent.port={free_port()}") as agent:
-        ready = agent.get("/readyz")
+        ready = agent.wait_ready()
         assert ready.status_code == 200, f"{ready.status_code} {ready.text}\n{agent.logs()}"
         time.sleep(0.5)
         for i in range(25):
@@ -266,7 +275,7 @@ def test_forward_receiver_as_the_chart_runs_it(image: str) -> None:
                     "--set", f"agent.port={mport}") as agent:
         assert "--network" in agent.flags
         key = next(f.split("=", 1)[1] for f in agent.flags if f.startswith("CALICO_LENS_FORWARD_SHARED_KEY="))
-        assert agent.get("/healthz").status_code == 200
+        assert agent.wait_ready().status_code == 200, agent.logs()
         end = time.monotonic() + 20
         while True:
             try:
