@@ -20,12 +20,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float = 20.0, ok: Callable[[requests.Response], bool] | None = None) -> None:
+def wait_http(url: str, timeout: float = 20.0, ok: Callable[[requests.Response], bool] | None = None,
+              verify: str | bool = True) -> None:
     end = time.monotonic() + timeout
     last = ""
     while time.monotonic() < end:
         try:
-            r = requests.get(url, timeout=2)
+            r = requests.get(url, timeout=2, verify=verify)
             if (ok or (lambda resp: resp.status_code == 200))(r):
                 return
             last = f"HTTP {r.status_code}"

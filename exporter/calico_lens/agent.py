@@ -9,6 +9,7 @@ import threading
 import time
 
 import yaml
+from prometheus_client import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
 from calico_lens.config import Config, ConfigError, split_address
@@ -17,7 +18,7 @@ from calico_lens.metrics.collector import LensCollector, render, rtt_families
 from calico_lens.metrics.tables import Tables
 from calico_lens.pipeline import FlowPipeline, RecordBatch
 from calico_lens.retry import jitter
-from calico_lens.server import serve
+from calico_lens.server import Refusals, ServerLimits, serve, web_config
 from calico_lens.sources import registry
 from calico_lens.sources.base import Source
 from calico_lens.sources.forward import ForwardSettings, ForwardSource
@@ -93,6 +94,9 @@ class Agent:
             self.tables.add(*self.conntrack.tables)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(LensCollector(self.tables, self.store, lambda: self.watcher))
+        self.refusals = Refusals()
+        self.registry.register(self.refusals)
+        ProcessCollector(registry=self.registry)  # process_*: memory and CPU against the pod's limits
         # (source, text or records, lines ignored before parsing, done event or None)
         self._queue: queue.Queue[tuple[str, str | RecordBatch, int, _Done | None] | None] = queue.Queue(QUEUE_BATCHES)
         self._sources: list[Source] = []
@@ -101,8 +105,8 @@ class Agent:
         self._stop = threading.Event()
         self.httpd = None
 
-    def exposition(self) -> bytes:
-        return render(self.registry, self.tables)
+    def exposition(self, openmetrics: bool = False) -> bytes:
+        return render(self.registry, self.tables, openmetrics)
 
     def ready(self) -> tuple[bool, str]:
         failed = list(self._failed.values())
@@ -195,7 +199,9 @@ class Agent:
             self.watcher = KubeWatcher(self.store, api_client(self.cfg.kubeconfig))
             self.watcher.start()
         host, port = split_address(self.cfg.metrics_address)
-        self.httpd = serve(host, port, self.exposition, self.ready)
+        c = self.cfg
+        self.httpd = serve(host, port, self.exposition, self.ready, web_config(c),
+                           ServerLimits(c.metrics_max_connections, c.metrics_request_timeout), self.refusals)
         self._spawn(self._work, "pipeline")
         self._spawn(self._housekeeping, "housekeeping")
         if self.podnet or self.conntrack:

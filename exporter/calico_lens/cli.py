@@ -50,6 +50,8 @@ def _common(p: argparse.ArgumentParser, sources: bool = True) -> None:
         p.add_argument("--metrics-address", metavar="HOST:PORT",
                        help="where /metrics, /healthz and /readyz are served (default: 127.0.0.1:9808)")
         p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig outside a cluster (default: in-cluster)")
+        p.add_argument("--web-config-file", metavar="FILE",
+                       help="TLS and basic auth for /metrics (Prometheus exporter-toolkit format)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--once", action="store_true", help="with --snapshot: print the metrics and exit")
     inv.add_argument("--metrics-address", metavar="HOST:PORT", help="default: 127.0.0.1:9808")
     inv.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig outside a cluster (default: in-cluster)")
+    inv.add_argument("--web-config-file", metavar="FILE",
+                     help="TLS and basic auth for /metrics (Prometheus exporter-toolkit format)")
     inv.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
     demo = sub.add_parser("demo", help="run a made-up cluster with generated traffic through the real agent",
@@ -102,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _SETTINGS = ("snapshot", "log_prefix", "source_granularity", "destination_granularity", "max_series",
-             "log_level", "sources", "metrics_address", "kubeconfig", "input_format", "cluster_domain")
+             "log_level", "sources", "metrics_address", "kubeconfig", "input_format", "cluster_domain",
+             "web_config_file")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

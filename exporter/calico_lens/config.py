@@ -30,6 +30,9 @@ class Config:
     log_prefix: str = "calico-packet"  # FelixConfiguration logPrefix (%t %k %n %p)
     sources: list[str] = field(default_factory=list)  # specs, grammar in sources/registry.py
     metrics_address: str = "127.0.0.1:9808"
+    web_config_file: str = ""  # TLS and basic auth of /metrics (Prometheus exporter-toolkit format)
+    metrics_max_connections: int = 16  # concurrent requests to /metrics, /healthz, /readyz; more: 503, counted
+    metrics_request_timeout: float = 10.0  # seconds a connection has to send its request, in all
     snapshot: str = ""  # static Kubernetes objects instead of the API server
     kubeconfig: str = ""  # empty: in-cluster config, else ~/.kube/config
     source_granularity: str = "workload"
@@ -123,11 +126,12 @@ def validate_source(spec: str) -> str:
 
 
 def _coerce(name: str, value: Any) -> Any:
-    if name in ("forward_max_frame_bytes", "forward_max_connections"):
+    if name in ("forward_max_frame_bytes", "forward_max_connections", "metrics_max_connections"):
         return _int(name, value, 1)
     if name in ("felix_max_message_bytes", "felix_max_streams", "felix_dedupe_max", "felix_label_cache_size"):
         return _int(name, value, 1)
-    if name in ("forward_idle_timeout", "forward_frame_timeout", "felix_idle_timeout", "felix_absent_after"):
+    if name in ("forward_idle_timeout", "forward_frame_timeout", "felix_idle_timeout", "felix_absent_after",
+                "metrics_request_timeout"):
         return _duration(name, value)
     if name == "forward_users":
         if isinstance(value, str):  # from the environment: user:password,user2:password2

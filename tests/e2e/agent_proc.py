@@ -12,21 +12,23 @@ from tests.prom import free_port, wait_http
 
 
 class AgentProcess:
-    def __init__(self, *args: str, ready: bool = True, env: dict[str, str] | None = None):
+    def __init__(self, *args: str, ready: bool = True, env: dict[str, str] | None = None, scheme: str = "http",
+                 verify: str | bool = True):
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([sys.executable, "-m", "calico_lens", "agent", "--metrics-address", self.address,
                                       *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env={**os.environ, **env} if env else None)
-        self.url = f"http://{self.address}"
+        self.url = f"{scheme}://{self.address}"
+        self.verify = verify
         try:
-            wait_http(self.url + ("/readyz" if ready else "/healthz"))
+            wait_http(self.url + ("/readyz" if ready else "/healthz"), verify=verify)
         except AssertionError:
             self.close()
             raise AssertionError("agent did not start: " + self.stderr()) from None
 
     def metrics(self) -> str:
-        return requests.get(self.url + "/metrics", timeout=5).text
+        return requests.get(self.url + "/metrics", timeout=5, verify=self.verify).text
 
     def stderr(self) -> str:
         if self.proc.poll() is None:

@@ -177,3 +177,17 @@ def test_out_of_range_ports_and_protocols_are_malformed() -> None:
     assert pipe.out.inputs[("file", "malformed")] == 4
     ports = {k[names.FLOW_LABELS.index("destination_port")] for k, _ in pipe.flows.snapshot()}
     assert ports == {"80", "65535", "1"}  # 132 is SCTP, a protocol with ports
+
+
+def test_every_cli_flag_that_names_a_setting_reaches_the_config() -> None:
+    """A flag whose dest is a Config field must be passed on (--web-config-file once was not)."""
+    import dataclasses
+
+    from calico_lens import cli
+    from calico_lens.config import Config
+
+    fields = {f.name for f in dataclasses.fields(Config)}
+    parser = cli.build_parser()
+    subs = next(a for a in parser._actions if a.dest == "command").choices
+    dests = {a.dest for sub in subs.values() for a in sub._actions} & fields
+    assert dests <= set(cli._SETTINGS), dests - set(cli._SETTINGS)

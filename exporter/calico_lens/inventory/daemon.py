@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from prometheus_client import generate_latest
+from prometheus_client import ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -24,8 +24,8 @@ from calico_lens.inventory.model import Model
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.kube.resources import INVENTORY_RESOURCES
 from calico_lens.metrics import names
-from calico_lens.metrics.collector import kube_families
-from calico_lens.server import serve
+from calico_lens.metrics.collector import exposition, kube_families
+from calico_lens.server import Refusals, ServerLimits, serve, web_config
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ class Inventory(Collector):
         self.computed = threading.Event()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
+        self.refusals = Refusals()
+        self.registry.register(self.refusals)
+        ProcessCollector(registry=self.registry)
         self._stop = threading.Event()
 
     def recompute(self) -> None:
@@ -60,8 +63,8 @@ class Inventory(Collector):
         info.add_metric((__version__,), 1)
         yield info
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def exposition(self, openmetrics: bool = False) -> bytes:
+        return exposition(self.registry, openmetrics)
 
     def ready(self) -> tuple[bool, str]:
         if not self.computed.is_set():
@@ -82,7 +85,9 @@ class Inventory(Collector):
             self.watcher = KubeWatcher(self.store, api_client(self.cfg.kubeconfig), INVENTORY_RESOURCES)
             self.watcher.start()
         host, port = split_address(self.cfg.metrics_address)
-        httpd = serve(host, port, self.exposition, self.ready)
+        c = self.cfg
+        httpd = serve(host, port, self.exposition, self.ready, web_config(c),
+                      ServerLimits(c.metrics_max_connections, c.metrics_request_timeout), self.refusals)
         log.info("inventory: serving http://%s:%d/metrics", host, port)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self._stop.set())

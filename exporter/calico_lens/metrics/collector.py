@@ -99,10 +99,25 @@ def kube_families(store: MetadataStore, watcher: Any = None) -> list[Metric]:
     return [objects, synced, restarted, fresh]
 
 
-def render(registry: CollectorRegistry, tables: Tables) -> bytes:
+EOF = b"# EOF\n"
+
+
+def exposition(registry: CollectorRegistry, openmetrics: bool = False) -> bytes:
+    """A registry in Prometheus text format, or OpenMetrics (which ends with ``# EOF``)."""
+    if openmetrics:
+        from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+        return generate_openmetrics(registry)
+    return generate_latest(registry)
+
+
+def render(registry: CollectorRegistry, tables: Tables, openmetrics: bool = False) -> bytes:
     """The whole exposition: the self-metrics through prometheus_client, then the label tables,
     which render themselves (tens of thousands of series would take prometheus_client seconds)."""
-    parts = [generate_latest(registry)]
+    head = exposition(registry, openmetrics)
+    parts = [head.removesuffix(EOF)]
     for table in tables.tables:
-        parts.append(table.exposition().encode())
+        parts.append(table.exposition(openmetrics).encode())
+    if openmetrics:
+        parts.append(EOF)
     return b"".join(parts)

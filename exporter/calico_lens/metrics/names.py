@@ -40,6 +40,7 @@ FLOW_RETRIES_HELP = ("Retransmitted connection attempts in logged lines (a TCP S
 INPUT_LINES = f"{PREFIX}_input_lines"  # _total{source, result}
 INPUT_LABELS: tuple[str, ...] = ("source", "result")
 RESULTS: tuple[str, ...] = ("parsed", "ignored", "malformed")
+METRICS_REFUSED = f"{PREFIX}_metrics_requests_refused"  # _total{reason}: the HTTP server's refusals
 SERIES = f"{PREFIX}_series"  # gauge{metric}
 SERIES_OVERFLOW = f"{PREFIX}_series_overflow"  # _total{metric}: events folded into __overflow__
 SERIES_EXPIRED = f"{PREFIX}_series_expired"  # _total{metric}: idle or deleted-pod series removed
@@ -157,6 +158,7 @@ HELP = {
 }
 
 ALL_METRICS: tuple[str, ...] = (
+    METRICS_REFUSED,
     FLOWS,
     FLOW_RETRIES,
     INPUT_LINES,

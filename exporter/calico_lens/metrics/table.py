@@ -101,13 +101,15 @@ class LabelTable(_CappedRows):
         with self._lock:
             return [(k, row[0]) for k, row in self._rows.items()]
 
-    def exposition(self) -> str:
-        """The counter family in Prometheus text format. Label sets are rendered once per series
-        and remembered, so a scrape of tens of thousands of series costs one join."""
+    def exposition(self, openmetrics: bool = False) -> str:
+        """The counter family in Prometheus text format (or OpenMetrics, whose HELP and TYPE name the
+        family without _total). Label sets are rendered once per series and remembered, so a scrape
+        of tens of thousands of series costs one join."""
         rows = self.snapshot()
         rendered = self._rendered
         name = self.name + "_total"
-        out = [f"# HELP {name} {self.help}\n# TYPE {name} counter\n"]
+        family = self.name if openmetrics else name
+        out = [f"# HELP {family} {self.help}\n# TYPE {family} counter\n"]
         for key, value in rows:
             lab = rendered.get(key)
             if lab is None:
@@ -168,7 +170,7 @@ class LiveTable(_CappedRows):
         with self._lock:
             return [(k, float(r[1])) for k, r in self._rows.items()]
 
-    def exposition(self) -> str:
+    def exposition(self, openmetrics: bool = False) -> str:  # the same in both formats
         out = [f"# HELP {self.name} {self.help}\n# TYPE {self.name} gauge\n"]
         for key, value in self.snapshot():
             out.append(f"{self.name}{self._label_text(key)} {_number(value)}\n")
