@@ -58,7 +58,7 @@ def test_manifests_validate(case: str, version: str) -> None:
     assert {"DaemonSet", "Deployment", "ClusterRole"} <= kinds
     operator = "kube-prometheus" in case
     assert ("PodMonitor" in kinds) is operator and ("PrometheusRule" in kinds) is operator
-    quickstart = case not in ("kube-prometheus-stack-values.yaml", "quickstart-off-values.yaml")
+    quickstart = not operator and case != "quickstart-off-values.yaml"
     assert any(d["metadata"]["name"].endswith("-grafana") for d in docs) is quickstart
     assert ({"Tier", "GlobalNetworkPolicy"} <= kinds) is (case == "log-policies-values.yaml")
 
@@ -108,6 +108,25 @@ def test_scrapes_label_node_and_keep_the_metrics_namespace_label() -> None:
     endpoint = monitor["spec"]["podMetricsEndpoints"][0]
     assert endpoint["honorLabels"] is True
     assert {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"} in endpoint["relabelings"]
+
+
+def test_metrics_behind_tls_basic_auth_and_a_network_policy() -> None:
+    docs = render("kube-prometheus-secured-values.yaml")
+    for kind, suffix in (("DaemonSet", "-agent"), ("Deployment", "-inventory")):
+        spec = find(docs, kind, suffix)["spec"]["template"]["spec"]
+        c = spec["containers"][0]
+        assert c["args"][-2:] == ["--web-config-file", "/etc/calico-lens/web/web-config.yml"]
+        assert {"name": "web-config", "mountPath": "/etc/calico-lens/web", "readOnly": True} in c["volumeMounts"]
+        assert {"name": "web-config", "secret": {"secretName": "calico-lens-web"}} in spec["volumes"]
+        assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS" == c["livenessProbe"]["httpGet"]["scheme"]
+    endpoint = find(docs, "PodMonitor")["spec"]["podMetricsEndpoints"][0]
+    assert endpoint["scheme"] == "https" and endpoint["tlsConfig"]["serverName"] == "calico-lens"
+    assert endpoint["basicAuth"]["password"] == {"name": "calico-lens-scrape", "key": "password"}
+    policy = find(docs, "NetworkPolicy")
+    assert policy["spec"]["ingress"][0]["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "prometheus"}
+    assert not [d for d in render("stock-values.yaml") if d["kind"] == "NetworkPolicy"]
 
 
 def test_prometheus_rule_carries_the_rules() -> None:

@@ -111,3 +111,20 @@ scrape_configs:
       - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
   {{- end }}
 {{- end }}
+
+{{/* /metrics behind TLS and basic auth (metrics.webConfigSecret): the flag, the mount, the volume. */}}
+{{- define "cl.webArgs" -}}
+{{- if .Values.metrics.webConfigSecret }}, "--web-config-file", "/etc/calico-lens/web/web-config.yml"{{ end -}}
+{{- end }}
+{{- define "cl.webMount" -}}
+{{- if .Values.metrics.webConfigSecret }}
+- {name: web-config, mountPath: /etc/calico-lens/web, readOnly: true}
+{{- end }}
+{{- end }}
+{{- define "cl.webVolume" -}}
+{{- if .Values.metrics.webConfigSecret }}
+- name: web-config
+  secret: {secretName: {{ .Values.metrics.webConfigSecret }}}
+{{- end }}
+{{- end }}
+{{- define "cl.probeScheme" -}}{{ upper .Values.metrics.scheme }}{{- end -}}
