@@ -43,8 +43,20 @@ def load_snapshot(store: MetadataStore, path: str) -> int:
         raise ConfigError(f"snapshot: {path} must hold a Kubernetes List (kubectl get ... -o yaml)")
     items: list[dict] = []
     for d in docs:
-        items.extend((d.get("items") or []) if str(d.get("kind", "")).endswith("List") else [d])
-    return store.load_list({"kind": "List", "items": items})
+        listed = (d.get("items") or []) if str(d.get("kind", "")).endswith("List") else [d]
+        if not isinstance(listed, list):
+            raise ConfigError(f"snapshot: {path}: items must be a list of objects, not {type(listed).__name__}")
+        items.extend(listed)
+    for i, obj in enumerate(items):
+        if not isinstance(obj, dict) or not isinstance(obj.get("kind"), str) \
+                or not isinstance(obj.get("metadata"), dict):
+            raise ConfigError(f"snapshot: {path}: item {i} is not a Kubernetes object (a mapping with kind and "
+                              f"metadata): {str(obj)[:80]}")
+    try:
+        return store.load_list({"kind": "List", "items": items})
+    except (TypeError, AttributeError, ValueError, KeyError) as e:  # a field of the wrong shape deep inside
+        raise ConfigError(f"snapshot: {path}: an object has a field of the wrong type ({e}); "
+                          "use the output of kubectl get ... -A -o yaml") from None
 
 
 class _Done(threading.Event):

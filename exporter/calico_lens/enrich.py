@@ -89,8 +89,8 @@ class Enricher:
         protocol = PROTOCOLS.get(proto, proto.lower())
         if not protocol.replace("-", "").isalnum() or (protocol.isdigit() and int(protocol) > 255):
             return MALFORMED  # an IP protocol number is one byte
-        if dport and (len(dport) > 5 or int(dport) > 65535):
-            return MALFORMED  # a port is 16 bits: 65536 or a 32-digit "port" is not a value
+        if dport and (not (dport.isascii() and dport.isdigit()) or len(dport) > 5 or int(dport) > 65535):
+            return MALFORMED  # a port is 16 bits: -5, 65536 or a 32-digit "port" is not a value
         port = dport if protocol in _PORTED else ""
         s_ep, d_ep = index.lookup(s_ip), index.lookup(d_ip)
         direction = self._direction(in_if, out_if)

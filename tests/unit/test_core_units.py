@@ -161,7 +161,7 @@ def test_forward_users_without_a_shared_key_is_a_configuration_error() -> None:
     load(env={}, overrides={"sources": ["http:127.0.0.1:8888"], "forward_users": {"fluent": "pw"}})  # basic auth
 
 
-def test_out_of_range_ports_and_protocols_are_malformed() -> None:
+def test_out_of_range_ports_and_protocols_are_malformed(monkeypatch) -> None:
     from calico_lens.config import Config
     from calico_lens.kube.metadata import MetadataStore
     from calico_lens.metrics import names
@@ -170,11 +170,17 @@ def test_out_of_range_ports_and_protocols_are_malformed() -> None:
     base = "calico-packet: IN=calia1 OUT=calib2 SRC=198.18.0.1 DST=198.18.0.2 LEN=60 PROTO={p} SPT=1 DPT={d}"
     lines = [base.format(p="TCP", d="80"), base.format(p="TCP", d="65535"), base.format(p="TCP", d="65536"),
              base.format(p="UDP", d="9" * 32), base.format(p="99999999999999999999", d="1"),
-             base.format(p="256", d="1"), base.format(p="132", d="1")]
-    pipe = FlowPipeline(Config(), MetadataStore())
-    pipe.process("file", "\n".join(lines) + "\n")
-    assert pipe.out.inputs[("file", "parsed")] == 3
-    assert pipe.out.inputs[("file", "malformed")] == 4
+             base.format(p="256", d="1"), base.format(p="132", d="1"), base.format(p="TCP", d="-5"),
+             base.format(p="TCP", d="8\u00b2"), base.format(p="UDP", d="0x50")]
+    from calico_lens.parse import kernel_log
+
+    assert kernel_log._scan is not None, "the C scanner is not built (make setup builds it)"
+    for scanner in (kernel_log._scan, None):  # the C scanner and the regex path agree
+        monkeypatch.setattr(kernel_log, "_scan", scanner)
+        pipe = FlowPipeline(Config(), MetadataStore())
+        pipe.process("file", "\n".join(lines) + "\n")
+        assert pipe.out.inputs[("file", "parsed")] == 3
+        assert pipe.out.inputs[("file", "malformed")] == 7
     ports = {k[names.FLOW_LABELS.index("destination_port")] for k, _ in pipe.flows.snapshot()}
     assert ports == {"80", "65535", "1"}  # 132 is SCTP, a protocol with ports
 
@@ -191,3 +197,20 @@ def test_every_cli_flag_that_names_a_setting_reaches_the_config() -> None:
     subs = next(a for a in parser._actions if a.dest == "command").choices
     dests = {a.dest for sub in subs.values() for a in sub._actions} & fields
     assert dests <= set(cli._SETTINGS), dests - set(cli._SETTINGS)
+
+
+@pytest.mark.parametrize("body,message", [
+    ("kind: List\nitems: 5\n", "items must be a list of objects"),
+    ("kind: List\nitems: [1, x]\n", "item 0 is not a Kubernetes object"),
+    ("kind: List\nitems: [{kind: Pod, metadata: 5}]\n", "item 0 is not a Kubernetes object"),
+    ("[1, 2]\n", "must hold a Kubernetes List"),
+    ("a: [\n", "is not valid YAML"),
+])
+def test_a_bad_snapshot_is_a_one_line_configuration_error(body: str, message: str, tmp_path) -> None:
+    from tests.helpers import run_cli
+
+    snap = tmp_path / "cluster.yaml"
+    snap.write_text(body)
+    p = run_cli("replay", "--snapshot", str(snap), "/dev/null", check=False)
+    err = p.stderr.decode()
+    assert p.returncode == 2 and message in err and "Traceback" not in err, err

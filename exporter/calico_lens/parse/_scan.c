@@ -9,7 +9,7 @@
  *
  * The grammar (LOG_RX in kernel_log.py), per line:
  *   wrapper?  dmesg-stamp?  head  "IN=" [^ ]* " OUT=" [^ ]* " " [^L]* "LEN="  ...  "PROTO=" [^ ]+
- *   (" SPT=" digits " DPT=" digits)?
+ *   (" SPT=" digits " DPT=" [^ ]+)?   (DPT as it stands: enrichment refuses what is not a port)
  * head is everything up to the first "IN="; span runs from "IN=" to just before the first "LEN=",
  * which must begin at the first 'L' after the OUT= value.
  */
@@ -32,6 +32,11 @@ static P digits(P s, P e, int min) {
     P p = s;
     while (p < e && is_digit(*p)) p++;
     return (p - s >= min) ? p : NULL;
+}
+static P token(P s, P e) { /* [^ \n]+, or NULL */
+    P p = s;
+    while (p < e && *p != ' ' && *p != '\n') p++;
+    return p > s ? p : NULL;
 }
 static P lit(P s, P e, const char *t) {
     size_t n = strlen(t);
@@ -121,7 +126,7 @@ static int parse_rest(P p, P e, P *hs, P *he, P *ss, P *se, P *ps, P *pe, P *ds,
     *ds = *de = b;
     P r;
     if ((r = lit(b, e, " SPT=")) && (r = digits(r, e, 1)) && (r = lit(r, e, " DPT="))) {
-        P d = digits(r, e, 1);
+        P d = token(r, e);
         if (d) { *ds = r; *de = d; }
     }
     return 1;

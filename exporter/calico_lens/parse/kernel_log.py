@@ -36,12 +36,13 @@ _WRAPPER = (
     r"|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)? \S+ kernel: )?"
     r"(?:\[[^\]\n]*\] )?"
 )
-# A LOG line: the head (everything up to the first "IN="), the span, then PROTO and DPT.
+# A LOG line: the head (everything up to the first "IN="), the span, then PROTO and DPT. DPT's value is
+# taken as it stands (not only digits), so that a DPT=-5 reaches enrichment and is refused there.
 # Unrolled loops ([^X]*(?:X(?!...)[^X]*)*) keep sre scanning in tight C loops.
 _LOG_BODY = (
     _WRAPPER + r"([^I\n]*(?:I(?!N=)[^I\n]*)*)"
     r"(IN=[^ \n]* OUT=[^ \n]* [^L\n]*)LEN="
-    r"[^P\n]*(?:P(?!ROTO=)[^P\n]*)*PROTO=([^ \n]+)(?: SPT=\d+ DPT=(\d+))?"
+    r"[^P\n]*(?:P(?!ROTO=)[^P\n]*)*PROTO=([^ \n]+)(?: SPT=\d+ DPT=([^ \n]+))?"
 )
 LOG_RX = re.compile(_LOG_BODY)
 # Over a batch: each match starts at a newline (a literal, so sre jumps between lines with a fast
@@ -51,7 +52,7 @@ LOG_RX = re.compile(_LOG_BODY)
 # A line that mentions " OUT=" but is not a readable flow line matches the second branch: malformed.
 BATCH_RX = re.compile(
     r"\n(?:" + _WRAPPER + r"([^I\n]*(?:I(?!N=)[^I\n]*)*)"
-    r"(IN=[^ ]* OUT=[^ ]* [^L]*)LEN=[^P]*(?:P(?!ROTO=)[^P]*)*PROTO=([^ \n]+)(?: SPT=\d+ DPT=(\d+))?"
+    r"(IN=[^ ]* OUT=[^ ]* [^L]*)LEN=[^P]*(?:P(?!ROTO=)[^P]*)*PROTO=([^ \n]+)(?: SPT=\d+ DPT=([^ \n]+))?"
     r"|[^\n]*?( OUT=))"
 )
 _SPAN_RX = re.compile(r"IN=(\S*) OUT=(\S*) (?:\S+ )*?SRC=(\S+) DST=(\S+)")
