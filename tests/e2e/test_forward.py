@@ -295,3 +295,39 @@ def test_a_chunk_cut_short_is_refused_not_acked(tmp_path) -> None:
         text = a.metrics()
     assert source_errors(text)[("forward", "malformed_frame")] == 3
     assert inputs(text)[("forward", "parsed")] == TOTAL  # only the whole chunk, every record of it
+
+
+def test_refusals_that_were_not_counted_are_now(tmp_path) -> None:
+    """A map keyed by a list (no dict can hold it) and a client that never reads its acks: each is
+    refused with its reason counted, and the receiver keeps serving others."""
+    with agent(tmp_path) as a:
+        wait_for_listener(a.forward)
+        host, port = a.forward.rsplit(":", 1)
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"\x93\xa6kernel\xce\x00\x00\x00\x01\x81\x91\x01\xa1x")  # ["kernel", 1, {[1]: "x"}]
+        s.settimeout(5)
+        assert s.recv(10) == b""  # closed, not hung, not a crash of the receiver
+        s.close()
+        # A client that sends chunks with long ids and never reads the acks: the agent's send buffer
+        # fills and it gives up on the connection, after counting what it received.
+        greedy = socket.socket()
+        greedy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        greedy.connect((host, int(port)))
+        greedy.settimeout(0.5)
+        frame = msgpack.packb(["kernel", [entry({"log": "not a flow line"})], {"chunk": "c" * 60000, "size": 1}])
+        sent = 0
+        end = time.monotonic() + 30
+        while time.monotonic() < end and source_errors(a.metrics())[("forward", "ack_not_read")] == 0:
+            try:
+                greedy.sendall(frame)
+                sent += 1
+            except OSError:
+                time.sleep(0.2)
+        errors = source_errors(a.metrics())
+        greedy.close()
+        assert errors[("forward", "malformed_msgpack")] == 1
+        assert errors[("forward", "ack_not_read")] == 1, (sent, errors)
+        c = ForwardClient(a.forward)  # others are still served
+        c.forward("kernel", [entry({"log": LINES[0]})], chunk="after")
+        assert c.ack() == {"ack": "after"}
+        c.close()

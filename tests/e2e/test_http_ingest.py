@@ -157,3 +157,18 @@ def test_tls(tmp_path) -> None:
         text = a.metrics()
     assert sum(flows(text).values()) == TOTAL
     assert source_errors(text) == {("http", "tls_error"): 1}
+
+
+def test_bodies_that_broke_the_decoder_get_an_answer_and_a_count(tmp_path) -> None:
+    """100k-deep JSON and a msgpack map keyed by a list used to drop the connection with no
+    response (Fluent Bit retries such a chunk forever); now: 400, counted as malformed_body."""
+    with agent(tmp_path) as a:
+        deep = b"[" * 100_000 + b"]" * 100_000
+        r = requests.post(a.ingest, data=deep, headers={"Content-Type": "application/json"}, timeout=10)
+        assert r.status_code == 400
+        listkey = b"\x92\xce\x00\x00\x00\x01\x81\x91\x01\xa1x"  # [1, {[1]: "x"}]
+        r = requests.post(a.ingest, data=listkey, headers={"Content-Type": "application/msgpack"}, timeout=10)
+        assert r.status_code == 400
+        assert source_errors(a.metrics())[("http", "malformed_body")] == 2
+        ok = requests.post(a.ingest, data=json.dumps([{"log": FLOW}]), timeout=10)
+        assert ok.status_code == 200

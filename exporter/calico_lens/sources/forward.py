@@ -144,7 +144,7 @@ def packed_text(data: bytes, gz: bool, max_decompressed: int, max_entries: int) 
                     flush()
     except FrameError:
         raise
-    except (ValueError, msgpack.UnpackException) as e:
+    except (ValueError, TypeError, msgpack.UnpackException) as e:  # TypeError: an unhashable map key
         raise FrameError(f"packed entries are not msgpack: {e}") from None
     if unpacker.tell() != fed:  # the last entry is cut: refuse the chunk, never ack a part of it
         raise FrameError(f"packed entries end in an entry cut short ({fed - unpacker.tell()} bytes left)")
@@ -358,7 +358,8 @@ class ForwardSource(Receiver):
                 pass
             except msgpack.BufferFull:
                 raise FrameError("frame_too_large") from None
-            except (msgpack.FormatError, msgpack.StackError, msgpack.ExtraData, ValueError) as e:
+            except (msgpack.FormatError, msgpack.StackError, msgpack.ExtraData, ValueError, TypeError) as e:
+                # TypeError: a map whose key is a list or a map, which no dict can hold
                 raise FrameError(f"malformed_msgpack: {e}") from None
             try:
                 data = conn.recv(1 << 18)
@@ -442,5 +443,10 @@ class ForwardSource(Receiver):
                 self.deliver_all(parts, ignored)
             chunk = opts.get("chunk")
             if chunk is not None:
-                conn.sendall(msgpack.packb({"ack": chunk}))
+                try:
+                    conn.sendall(msgpack.packb({"ack": chunk}))
+                except TimeoutError:  # the client does not read its acks: the records are counted, say so
+                    self.reject("ack_not_read")
+                    log.info("forward: closing a connection that does not read its acks")
+                    return
 

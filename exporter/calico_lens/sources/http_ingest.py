@@ -75,6 +75,8 @@ def body_text(body: bytes, gz: bool, content_type: str, max_decompressed: int,
             records = _json_records(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             raise FrameError(f"body is not JSON: {e}") from None
+        except RecursionError:  # [[[[... nested deeper than the decoder goes
+            raise FrameError("body is JSON nested too deep") from None
         if len(records) > max_entries:
             raise FrameError(f"body holds more than {max_entries} records")
         text, _, ignored = records_to_text([(0, r) for r in records])
