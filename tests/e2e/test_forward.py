@@ -331,3 +331,26 @@ def test_refusals_that_were_not_counted_are_now(tmp_path) -> None:
         c.forward("kernel", [entry({"log": LINES[0]})], chunk="after")
         assert c.ack() == {"ack": "after"}
         c.close()
+
+
+def test_a_peer_holding_every_slot_does_not_lock_out_a_good_client(tmp_path) -> None:
+    """On a node every client shares 127.0.0.1: one peer opening more idle connections than there are
+    slots must not keep Fluent Bit out. The longest-idle connection gives up its slot (counted)."""
+    with agent(tmp_path, config={"forward_max_connections": 8}) as a:
+        wait_for_listener(a.forward)
+        host, port = a.forward.rsplit(":", 1)
+        hogs = []
+        for _ in range(40):
+            hogs.append(socket.create_connection((host, int(port))))
+            time.sleep(0.01)
+        time.sleep(0.3)
+        ok = 0
+        for i in range(10):
+            c = ForwardClient(a.forward)
+            c.forward("kernel", [entry({"log": LINES[0]})], chunk=f"good{i}")
+            ok += c.ack() == {"ack": f"good{i}"}
+            c.close()
+        for h in hogs:
+            h.close()
+        assert ok == 10
+        assert source_errors(a.metrics())[("forward", "evicted_idle")] >= 32

@@ -172,3 +172,30 @@ def test_bodies_that_broke_the_decoder_get_an_answer_and_a_count(tmp_path) -> No
         assert source_errors(a.metrics())[("http", "malformed_body")] == 2
         ok = requests.post(a.ingest, data=json.dumps([{"log": FLOW}]), timeout=10)
         assert ok.status_code == 200
+
+
+def test_a_body_trickled_byte_by_byte_is_cut_at_the_deadline(tmp_path) -> None:
+    """1 byte a second keeps the socket's timeout from ever firing; the whole body has
+    forward_frame_timeout, then the connection is cut and counted as slow_client."""
+    with agent(tmp_path, {"forward_frame_timeout": "2s", "forward_idle_timeout": "5s"}) as a:
+        host, port = a.ingest[7:-1].rsplit(":", 1)  # type: ignore[attr-defined]
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n")
+        s.settimeout(0.1)
+        closed_after = None
+        start = time.monotonic()
+        while time.monotonic() - start < 8:
+            try:
+                s.sendall(b" ")
+                if s.recv(100) == b"":
+                    closed_after = time.monotonic() - start
+                    break
+            except TimeoutError:
+                pass
+            except OSError:
+                closed_after = time.monotonic() - start
+                break
+            time.sleep(0.9)
+        s.close()
+        assert closed_after is not None and closed_after < 4, closed_after
+        assert source_errors(a.metrics())[("http", "slow_client")] == 1

@@ -268,6 +268,7 @@ class ForwardSource(Receiver):
         super().__init__(settings, deliver, error, reject)
         self.sock: socket.socket | None = None
         self._active = 0
+        self._waiting: dict[socket.socket, float] = {}  # connection → since when it waits between frames
         self._lock = threading.Lock()
 
     @property
@@ -308,7 +309,7 @@ class ForwardSource(Receiver):
                 except TimeoutError:
                     continue
                 with self._lock:
-                    if self._active >= self.settings.max_connections:
+                    if self._active >= self.settings.max_connections and not self._evict_idlest():
                         self.reject("too_many_connections")
                         conn.close()
                         continue
@@ -321,6 +322,21 @@ class ForwardSource(Receiver):
                     os.unlink(self.settings.address[5:])
                 except OSError:
                     pass
+
+    def _evict_idlest(self) -> bool:
+        """Slots full: free the one of the connection that has waited longest between frames (on a
+        node every client shares 127.0.0.1, so per-address limits cannot keep one peer from holding
+        them all). A connection in the middle of a frame is never taken. Called under the lock."""
+        if not self._waiting:
+            return False
+        conn = min(self._waiting, key=self._waiting.__getitem__)
+        del self._waiting[conn]
+        self.reject("evicted_idle")
+        try:
+            conn.shutdown(socket.SHUT_RDWR)  # its thread reads EOF, closes it and gives the slot back
+        except OSError:
+            pass
+        return True
 
     # --- one connection ----------------------------------------------------------------------------
     def _serve(self, conn: socket.socket) -> None:
@@ -346,6 +362,7 @@ class ForwardSource(Receiver):
             finally:
                 with self._lock:
                     self._active -= 1
+                    self._waiting.pop(conn, None)
 
     def _read_obj(self, conn: socket.socket, unpacker: msgpack.Unpacker) -> Any:
         """The next msgpack object; raises on idle, slow or oversized input."""
@@ -361,6 +378,9 @@ class ForwardSource(Receiver):
             except (msgpack.FormatError, msgpack.StackError, msgpack.ExtraData, ValueError, TypeError) as e:
                 # TypeError: a map whose key is a list or a map, which no dict can hold
                 raise FrameError(f"malformed_msgpack: {e}") from None
+            if started is None:  # between frames: this connection's slot may be given to a newcomer
+                with self._lock:
+                    self._waiting.setdefault(conn, last)
             try:
                 data = conn.recv(1 << 18)
             except TimeoutError:
@@ -372,6 +392,8 @@ class ForwardSource(Receiver):
                 if self.stopped.is_set():
                     raise FrameError("shutting_down") from None
                 continue
+            with self._lock:
+                self._waiting.pop(conn, None)
             if not data:
                 raise EOFError
             last = time.monotonic()

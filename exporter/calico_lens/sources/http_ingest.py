@@ -138,6 +138,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         send_body(self, code, reason.encode() + b"\n")
 
+    def _cut(self, late: threading.Event) -> None:
+        late.set()
+        try:
+            self.request.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def do_GET(self) -> None:  # a health probe on the ingest port
         send_body(self, 200, b"ok\n")
 
@@ -155,15 +162,27 @@ class _Handler(BaseHTTPRequestHandler):
         if size > s.max_frame_bytes or size < 0:
             self._refuse(413, "frame_too_large")
             return
+        # The whole body within frame_timeout: the socket's timeout alone restarts with every byte, so
+        # a body trickled at 1 byte/s would hold its slot for ever.
+        late = threading.Event()
+        deadline = threading.Timer(s.frame_timeout, self._cut, (late,))
+        deadline.daemon = True
+        deadline.start()
         try:
             body = self.rfile.read(size)
         except TimeoutError:
             self.close_connection = True
             src.reject("slow_client")
             return
+        except OSError:
+            body = b""
+        finally:
+            deadline.cancel()
         if len(body) < size:
             self.close_connection = True
-            return  # the client went away mid-body: nothing counted, nothing answered
+            if late.is_set():
+                src.reject("slow_client")
+            return  # else the client went away mid-body: nothing counted, nothing answered
         with src.DECODING:
             try:
                 parts, ignored = body_text(body, "gzip" in self.headers.get("Content-Encoding", ""),
