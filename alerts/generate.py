@@ -95,6 +95,7 @@ def build(settings: dict[str, Any] | None = None) -> dict:
         return f"({cl}, {labels})" if labels else f"({cl})"
 
     flows = n.FLOWS + "_total"
+    conns = n.CONNS_STARTED + "_total"
     lines = n.INPUT_LINES + "_total"
     agent = s["agent_selector"]
     deny = 'action="deny"'
@@ -109,12 +110,17 @@ def build(settings: dict[str, Any] | None = None) -> dict:
             {"record": n.REC_FLOWS_WORKLOAD,
              "expr": "sum by " + by("source_namespace, source_workload, destination_namespace, destination_workload, "
                                     "destination_kind, action") + f" (rate({flows}[5m]))"},
+            # Denials per namespace and per policy: connections from Felix's records where they exist
+            # (each denied connection is reported once, by the end that denied it), logged flows
+            # otherwise; `or` takes one of the two per label set, never their sum.
             {"record": n.REC_DENIED_NAMESPACE,
-             "expr": f"sum by {by('namespace')} (" + as_ns.format(e=f"rate({flows}{{{deny}}}[5m])") + ")"},
+             "expr": f"sum by {by('namespace')} (" + as_ns.format(e=f"rate({conns}{{{deny}}}[5m])") + ")\nor "
+                     f"sum by {by('namespace')} (" + as_ns.format(e=f"rate({flows}{{{deny}}}[5m])") + ")"},
             {"record": n.REC_DENIED_NAMESPACE_BASELINE,
              "expr": f"avg_over_time({n.REC_DENIED_NAMESPACE}[{s['baseline_window']}])"},
             {"record": n.REC_DENIED_POLICY,
-             "expr": f'sum by {by(policy)} (rate({flows}{{{deny},policy!=""}}[5m]))'},
+             "expr": f'sum by {by(policy)} (rate({conns}{{{deny},policy!=""}}[5m]))\n'
+                     f'or sum by {by(policy)} (rate({flows}{{{deny},policy!=""}}[5m]))'},
             {"record": n.REC_DENIED_POLICY_BASELINE,
              "expr": f"avg_over_time({n.REC_DENIED_POLICY}[{s['baseline_window']}])"},
             _alert(
