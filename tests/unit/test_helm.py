@@ -212,6 +212,7 @@ def test_security_contexts() -> None:
     assert set(agent["securityContext"]["capabilities"]["add"]) == {"SYS_PTRACE", "SYS_ADMIN", "NET_ADMIN"}
     cfg = yaml.safe_load(find(docs, "ConfigMap", "-agent")["data"]["agent.yaml"])
     assert cfg["log_prefix"] == "%k/%p" and "forward:127.0.0.1:24224" in cfg["sources"]
+    assert cfg["forward_max_connections"] == 8  # Fluent Bit needs 4; each may buffer a 16 MiB frame
     kmsg = render("log-policies-values.yaml", "--set", "fluentbit.kernelPipeline=kernel-kmsg.yaml")
     for d in (find(kmsg, "DaemonSet", "-agent"), find(kmsg, "DaemonSet", "-fluentbit")):
         sc = d["spec"]["template"]["spec"]["containers"][0]["securityContext"]

@@ -43,6 +43,7 @@ cluster_domain: {{ .Values.clusterDomain }}
 tcp_stats: {{ .Values.agent.tcpStats }}
 conntrack: {{ .Values.agent.conntrack }}
 tcp_interval: {{ .Values.agent.tcpInterval }}
+forward_max_connections: {{ .Values.agent.forwardMaxConnections }}
 {{- end }}
 
 {{/* The generated rules with the chart's agent selector and runbook URL put in place of the
