@@ -117,26 +117,29 @@ def test_refusals_are_counted_and_the_agent_keeps_serving(tmp_path) -> None:
 
 
 def test_slow_and_surplus_connections_are_cut_off(tmp_path) -> None:
-    config = {"forward_max_connections": 2, "forward_idle_timeout": "1s"}
+    """Both slots held, one by a body that does not come and one by an idle connection: a good
+    request still gets in, taking the slot of the one that has waited longest (counted); what is
+    left idle is cut at the idle timeout."""
+    config = {"forward_max_connections": 2, "forward_idle_timeout": "2s"}
     with agent(tmp_path, config) as a:
         host, port = a.ingest[7:-1].rsplit(":", 1)  # type: ignore[attr-defined]
         stalled = socket.create_connection((host, int(port)))
         stalled.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"log\": ")  # and nothing more
+        time.sleep(0.2)
         idle = socket.create_connection((host, int(port)))
         time.sleep(0.3)
-        surplus = socket.create_connection((host, int(port)))
-        assert surplus.recv(100) == b""  # closed at once: both slots are taken
-        surplus.close()
-        time.sleep(1.5)  # the idle timeout frees both slots
-        assert stalled.recv(100) == b"" and idle.recv(100) == b""
         r = requests.post(a.ingest, data=json.dumps({"log": FLOW}), timeout=5)  # type: ignore[attr-defined]
         assert r.status_code == 200
+        stalled.settimeout(2)
+        assert stalled.recv(100) == b""  # the longest waiting gave up its slot
+        idle.settimeout(4)
+        assert idle.recv(100) == b""  # cut at the idle timeout
         text = a.metrics()
         stalled.close()
         idle.close()
     errors = source_errors(text)
-    assert errors[("http", "too_many_connections")] == 1
-    assert errors[("http", "slow_client")] == 1
+    assert errors[("http", "evicted_idle")] == 1
+    assert errors[("http", "too_many_connections")] == 0
     assert inputs(text)[("http", "parsed")] == 1
 
 
@@ -199,3 +202,23 @@ def test_a_body_trickled_byte_by_byte_is_cut_at_the_deadline(tmp_path) -> None:
         s.close()
         assert closed_after is not None and closed_after < 4, closed_after
         assert source_errors(a.metrics())[("http", "slow_client")] == 1
+
+
+def test_requests_that_never_send_their_body_do_not_lock_out_good_ones(tmp_path) -> None:
+    with agent(tmp_path, {"forward_max_connections": 8}) as a:
+        host, port = a.ingest[7:-1].rsplit(":", 1)  # type: ignore[attr-defined]
+        hogs = []
+        for _ in range(30):
+            s = socket.create_connection((host, int(port)))
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+            hogs.append(s)
+            time.sleep(0.01)
+        time.sleep(0.3)
+        codes = [requests.post(a.ingest, data=json.dumps({"log": FLOW}), timeout=10).status_code  # type: ignore[attr-defined]
+                 for _ in range(5)]
+        text = a.metrics()
+        for s in hogs:
+            s.close()
+    assert codes == [200] * 5
+    assert inputs(text)[("http", "parsed")] == 5
+    assert source_errors(text)[("http", "evicted_idle")] >= 22

@@ -21,6 +21,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -91,13 +92,37 @@ class _Server(ThreadingHTTPServer):
         self.address_family = family
         self.source = source
         self.slots = threading.BoundedSemaphore(source.settings.max_connections)
+        self.waiting: dict[Any, float] = {}  # connection → since when it waits for a request or body bytes
+        self.lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def wait(self, conn: Any) -> None:
+        with self.lock:
+            self.waiting.setdefault(conn, time.monotonic())
+
+    def busy(self, conn: Any) -> None:
+        with self.lock:
+            self.waiting.pop(conn, None)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
-            self.source.reject("too_many_connections")
-            self.shutdown_request(request)
-            return
+            # Every client on a node shares 127.0.0.1: instead of refusing the newcomer, take the slot
+            # of the connection that has waited longest for bytes (an idle keep-alive, a body that
+            # does not come), which is counted.
+            with self.lock:
+                victim = min(self.waiting, key=self.waiting.__getitem__) if self.waiting else None
+                if victim is not None:
+                    del self.waiting[victim]
+            if victim is not None:
+                self.source.reject("evicted_idle")
+                try:
+                    victim.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            if victim is None or not self.slots.acquire(timeout=2.0):
+                self.source.reject("too_many_connections")
+                self.shutdown_request(request)
+                return
         super().process_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -108,6 +133,7 @@ class _Server(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self.slots.release()
+            self.busy(request)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -130,6 +156,30 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:  # refusals are counted, not logged per request
         pass
+
+    def handle_one_request(self) -> None:
+        self.server.wait(self.request)  # waiting for the next request line: its slot may be taken
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        self.server.busy(self.request)
+        return super().parse_request()
+
+    def _read_body(self, size: int) -> bytes:
+        """The body, read as it arrives; while no bytes come the connection counts as waiting."""
+        parts: list[bytes] = []
+        got = 0
+        while got < size:
+            self.server.wait(self.request)
+            try:
+                chunk = self.rfile.read1(min(size - got, 1 << 16))
+            finally:
+                self.server.busy(self.request)
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
 
     def _refuse(self, code: int, reason: str, close: bool = True) -> None:
         """A counted refusal; ``close`` ends the connection after it (the body was not read)."""
@@ -169,7 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
         deadline.daemon = True
         deadline.start()
         try:
-            body = self.rfile.read(size)
+            body = self._read_body(size)
         except TimeoutError:
             self.close_connection = True
             src.reject("slow_client")
