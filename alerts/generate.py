@@ -247,6 +247,7 @@ def build(settings: dict[str, Any] | None = None) -> dict:
     }
     seg = n.TCP_SEGMENTS + "_total"
     wl = by("namespace, workload")
+    unreplied_by = by("namespace, source_workload, destination_namespace, destination_workload, destination_port")
     tcp_group = {
         "name": "calico-lens-tcp",
         "rules": [
@@ -271,8 +272,7 @@ def build(settings: dict[str, Any] | None = None) -> dict:
                    "{{ $value | humanizeDuration }}, "
                    f"more than {s['rtt_factor']}x its {s['baseline_window']} average.", s, s["tcp_for"]),
             _alert("CalicoLensUnrepliedFlows",
-                   f"sum by {by('namespace, source_workload, destination_namespace, destination_workload')[:-1]}, "
-                   "destination_port) ("
+                   f"sum by {unreplied_by} ("
                    + 'label_replace(rate({u}[10m]), "namespace", "$1", "source_namespace", "(.*)")'.format(
                        u=n.FLOWS_UNREPLIED + "_total") + f") > {s['unreplied_rate']}",
                    "warning", "Connections get no reply: an upstream firewall or a dead service.",

@@ -93,3 +93,13 @@ def as_journald_iso(records: str) -> str:
 
 WRAPPERS = {"kmsg": lambda t: t, "bare": as_bare, "dmesg": as_dmesg, "syslog": as_syslog,
             "journald": as_journald_iso}
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Terminate a process the test started, and kill it if it does not go in time."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()

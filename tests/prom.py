@@ -13,6 +13,8 @@ from pathlib import Path
 import requests
 import yaml
 
+from tests.helpers import stop
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -90,11 +92,7 @@ class Prometheus:
         raise AssertionError(f"{promql}: got {got}, want {want}")
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> Prometheus:

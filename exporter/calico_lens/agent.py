@@ -9,16 +9,15 @@ import threading
 import time
 
 import yaml
-from prometheus_client import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
-from calico_lens.config import Config, ConfigError, split_address
+from calico_lens.config import Config, ConfigError
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.metrics.collector import LensCollector, render, rtt_families
 from calico_lens.metrics.tables import Tables
 from calico_lens.pipeline import FlowPipeline, RecordBatch
 from calico_lens.retry import jitter
-from calico_lens.server import Refusals, ServerLimits, serve, web_config
+from calico_lens.server import self_metrics, serve_config
 from calico_lens.sources import registry
 from calico_lens.sources.base import Source
 from calico_lens.sources.forward import ForwardSettings, ForwardSource
@@ -106,9 +105,7 @@ class Agent:
             self.tables.add(*self.conntrack.tables)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(LensCollector(self.tables, self.store, lambda: self.watcher))
-        self.refusals = Refusals()
-        self.registry.register(self.refusals)
-        ProcessCollector(registry=self.registry)  # process_*: memory and CPU against the pod's limits
+        self.refusals = self_metrics(self.registry)
         # (source, text or records, lines ignored before parsing, done event or None)
         self._queue: queue.Queue[tuple[str, str | RecordBatch, int, _Done | None] | None] = queue.Queue(QUEUE_BATCHES)
         self._sources: list[Source] = []
@@ -210,10 +207,7 @@ class Agent:
 
             self.watcher = KubeWatcher(self.store, api_client(self.cfg.kubeconfig))
             self.watcher.start()
-        host, port = split_address(self.cfg.metrics_address)
-        c = self.cfg
-        self.httpd = serve(host, port, self.exposition, self.ready, web_config(c),
-                           ServerLimits(c.metrics_max_connections, c.metrics_request_timeout), self.refusals)
+        self.httpd = serve_config(self.cfg, self.exposition, self.ready, self.refusals)
         self._spawn(self._work, "pipeline")
         self._spawn(self._housekeeping, "housekeeping")
         if self.podnet or self.conntrack:
@@ -222,7 +216,7 @@ class Agent:
             src = self.make_source(spec)
             self._sources.append(src)
             self._spawn(self._run_source(src), f"source-{spec.text}")
-        log.info("serving http://%s:%d/metrics; sources: %s", host, port, ", ".join(self.cfg.sources) or "none")
+        log.info("serving %s/metrics; sources: %s", self.cfg.metrics_address, ", ".join(self.cfg.sources) or "none")
 
     def _spawn(self, target, name: str) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import yaml
+from prometheus_client import ProcessCollector
 from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import CollectorRegistry
 
-from calico_lens.config import ConfigError
+from calico_lens.config import Config, ConfigError, split_address
 from calico_lens.metrics import names
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -101,10 +103,22 @@ def _tls_context(tls: object, bad: Callable[[str], ConfigError]) -> ssl.SSLConte
     return ctx
 
 
-def web_config(cfg: object) -> WebConfig | None:
-    """The web config a Config names (``web_config_file``), loaded and checked; None without one."""
-    path = getattr(cfg, "web_config_file", "")
-    return WebConfig.load(path) if path else None
+def serve_config(cfg: Config, metrics: Metrics, ready: Callable[[], tuple[bool, str]],
+                 refusals: Refusals) -> _Server:
+    """``serve`` on ``metrics_address`` with the web config file and the limits a Config names."""
+    host, port = split_address(cfg.metrics_address)
+    web = WebConfig.load(cfg.web_config_file) if cfg.web_config_file else None
+    return serve(host, port, metrics, ready, web,
+                 ServerLimits(cfg.metrics_max_connections, cfg.metrics_request_timeout), refusals)
+
+
+def self_metrics(registry: CollectorRegistry) -> Refusals:
+    """What every HTTP-serving process exports about itself: the server's refusals and the standard
+    process_* metrics (memory and CPU, to watch against the pod's limits)."""
+    refusals = Refusals()
+    registry.register(refusals)
+    ProcessCollector(registry=registry)
+    return refusals
 
 
 @dataclass

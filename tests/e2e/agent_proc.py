@@ -8,6 +8,7 @@ import sys
 
 import requests
 
+from tests.helpers import stop
 from tests.prom import free_port, wait_http
 
 
@@ -36,12 +37,7 @@ class AgentProcess:
         return self.proc.stderr.read().decode() if self.proc.stderr else ""
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop(self.proc)
 
     def __enter__(self) -> AgentProcess:
         return self

@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ import yaml
 from calico_lens.metrics import names
 
 from tests.e2e.agent_proc import AgentProcess
-from tests.helpers import ROOT, samples
+from tests.helpers import ROOT, samples, stop
 from tests.prom import free_port
 
 PIPELINES = ROOT / "fluentbit"
@@ -91,11 +90,7 @@ class Pipeline:
                                      env={**os.environ, "CALICO_LENS_FORWARD_SHARED_KEY": KEY, "NODE_NAME": "n1"})
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop(self.proc, 15)
         self.log.close()
 
 
@@ -127,17 +122,12 @@ def flow_line(i: int) -> str:
             f"SPT={30000 + i} DPT=443 SYN")
 
 
-@pytest.fixture
-def work(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path
-
-
-def test_tail_pipeline_counts_exactly_across_a_rotation(work: Path) -> None:
+def test_tail_pipeline_counts_exactly_across_a_rotation(tmp_path: Path) -> None:
     port = free_port()
-    log = work / "kern.log"
+    log = tmp_path / "kern.log"
     log.write_text("")
-    with agent(port, work) as a:
-        fb = Pipeline("kernel-tail.yaml", work, port, {"path": str(log)})
+    with agent(port, tmp_path) as a:
+        fb = Pipeline("kernel-tail.yaml", tmp_path, port, {"path": str(log)})
         try:
             time.sleep(2)  # Fluent Bit has the file open
             with log.open("a") as fh:
@@ -146,8 +136,8 @@ def test_tail_pipeline_counts_exactly_across_a_rotation(work: Path) -> None:
                     if i % 3 == 0:
                         fh.write("Nov 24 10:00:00 node-1 kernel: eth0: link becomes ready\n")  # grep drops it
             assert wait_for(lambda: counted(a), 300) == 300
-            log.rename(work / "kern.log.1")  # logrotate's default: move, then a new file
-            with (work / "kern.log").open("w") as fh:
+            log.rename(tmp_path / "kern.log.1")  # logrotate's default: move, then a new file
+            with (tmp_path / "kern.log").open("w") as fh:
                 fh.writelines(flow_line(1000 + i) + "\n" for i in range(200))
             assert wait_for(lambda: counted(a), 500) == 500
             assert counted(a, "malformed") == 0
@@ -155,14 +145,14 @@ def test_tail_pipeline_counts_exactly_across_a_rotation(work: Path) -> None:
             fb.close()
 
 
-def test_records_buffered_while_the_agent_is_down_arrive_after_it_restarts(work: Path) -> None:
+def test_records_buffered_while_the_agent_is_down_arrive_after_it_restarts(tmp_path: Path) -> None:
     """kill -9 of the agent: what Fluent Bit read meanwhile waits in its filesystem buffer and is
     delivered to the next agent. At least once: every record counted by one of the two agents."""
     port = free_port()
-    log = work / "kern.log"
+    log = tmp_path / "kern.log"
     log.write_text("")
-    first = agent(port, work)
-    fb = Pipeline("kernel-tail.yaml", work, port, {"path": str(log)})
+    first = agent(port, tmp_path)
+    fb = Pipeline("kernel-tail.yaml", tmp_path, port, {"path": str(log)})
     try:
         time.sleep(2)
         log.write_text("".join(flow_line(i) + "\n" for i in range(100)))
@@ -172,7 +162,7 @@ def test_records_buffered_while_the_agent_is_down_arrive_after_it_restarts(work:
         with log.open("a") as fh:
             fh.writelines(flow_line(100 + i) + "\n" for i in range(150))
         time.sleep(3)  # Fluent Bit reads them, fails to deliver, keeps them on disk
-        with agent(port, work) as second:
+        with agent(port, tmp_path) as second:
             got = wait_for(lambda: counted(second), 150, timeout=60)
         assert got >= 150, f"{got} of the 150 records written while the agent was down"
     finally:
@@ -183,14 +173,14 @@ def test_records_buffered_while_the_agent_is_down_arrive_after_it_restarts(work:
 CORE_DNS = ('[INFO] 10.244.1.{n}:{port} - {qid} "A IN {name}. udp 40 false 512" {rcode} qr,rd,ra 120 0.000{d}s')
 
 
-def test_coredns_pipeline_on_cri_wrapped_lines(work: Path) -> None:
+def test_coredns_pipeline_on_cri_wrapped_lines(tmp_path: Path) -> None:
     port = free_port()
-    logs = work / "containers"
+    logs = tmp_path / "containers"
     logs.mkdir()
     log = logs / "coredns-5d78c9869d-abcde_kube-system_coredns-0123456789abcdef.log"
     log.write_text("")
-    with agent(port, work) as a:
-        fb = Pipeline("coredns.yaml", work, port, {"path": str(logs / "coredns-*_kube-system_coredns-*.log")})
+    with agent(port, tmp_path) as a:
+        fb = Pipeline("coredns.yaml", tmp_path, port, {"path": str(logs / "coredns-*_kube-system_coredns-*.log")})
         try:
             time.sleep(2)
             lines = []
@@ -213,7 +203,7 @@ def test_coredns_pipeline_on_cri_wrapped_lines(work: Path) -> None:
             fb.close()
 
 
-def test_kmsg_pipeline_on_real_kernel_lines(make_node, work: Path) -> None:
+def test_kmsg_pipeline_on_real_kernel_lines(make_node, tmp_path: Path) -> None:
     """Real LOG lines from the node harness, read from /dev/kmsg by Fluent Bit's kmsg input. The
     ring also holds other tests' lines (another prefix: not counted as parsed), so exactness is
     judged on this test's own prefix."""
@@ -226,8 +216,8 @@ def test_kmsg_pipeline_on_real_kernel_lines(make_node, work: Path) -> None:
     node.add_rule(Rule("allow-web", "shop", "np", "default", "ingress", db, "allow", "tcp", 5432))
     node.serve_tcp(db.name, 5432)
     port = free_port()
-    with kmsg_reader() as read, agent(port, work, "--log-prefix", f"{prefix}-%k") as a:
-        fb = Pipeline("kernel-kmsg.yaml", work, port)
+    with kmsg_reader() as read, agent(port, tmp_path, "--log-prefix", f"{prefix}-%k") as a:
+        fb = Pipeline("kernel-kmsg.yaml", tmp_path, port)
         try:
             time.sleep(2)
             for _ in range(40):

@@ -12,20 +12,19 @@ import threading
 import time
 from collections.abc import Iterator
 
-from prometheus_client import ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from calico_lens import __version__
 from calico_lens.agent import load_snapshot
-from calico_lens.config import Config, split_address
+from calico_lens.config import Config
 from calico_lens.inventory.metrics import families
 from calico_lens.inventory.model import Model
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.kube.resources import INVENTORY_RESOURCES
 from calico_lens.metrics import names
 from calico_lens.metrics.collector import exposition, kube_families
-from calico_lens.server import Refusals, ServerLimits, serve, web_config
+from calico_lens.server import self_metrics, serve_config
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +40,7 @@ class Inventory(Collector):
         self.computed = threading.Event()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
-        self.refusals = Refusals()
-        self.registry.register(self.refusals)
-        ProcessCollector(registry=self.registry)
+        self.refusals = self_metrics(self.registry)
         self._stop = threading.Event()
 
     def recompute(self) -> None:
@@ -84,11 +81,8 @@ class Inventory(Collector):
 
             self.watcher = KubeWatcher(self.store, api_client(self.cfg.kubeconfig), INVENTORY_RESOURCES)
             self.watcher.start()
-        host, port = split_address(self.cfg.metrics_address)
-        c = self.cfg
-        httpd = serve(host, port, self.exposition, self.ready, web_config(c),
-                      ServerLimits(c.metrics_max_connections, c.metrics_request_timeout), self.refusals)
-        log.info("inventory: serving http://%s:%d/metrics", host, port)
+        httpd = serve_config(self.cfg, self.exposition, self.ready, self.refusals)
+        log.info("inventory: serving %s/metrics", self.cfg.metrics_address)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self._stop.set())
         while not self._stop.wait(self.interval if self.computed.is_set() else 0.5):

@@ -29,7 +29,7 @@ from typing import Any
 
 import msgpack
 
-from calico_lens.sources.base import ErrorSink, Source
+from calico_lens.sources.base import ErrorSink, Source, cut
 
 log = logging.getLogger(__name__)
 
@@ -245,11 +245,36 @@ class Receiver(Source):
         self.deliver = deliver
         self.reject = reject  # reject(reason): counted cut-offs
         self.bound = threading.Event()
+        self._waiting: dict[Any, float] = {}  # connection → since when it waits for bytes
+        self._waiting_lock = threading.Lock()
         self.tls: ssl.SSLContext | None = None
         if settings.tls_cert:
             self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self.tls.load_cert_chain(settings.tls_cert, settings.tls_key or None)
 
+
+    # --- slots: on a node every client shares 127.0.0.1, so per-address limits cannot keep one peer
+    # from holding them all; when they are full, the connection waiting longest gives its slot up.
+    def waiting(self, conn: Any) -> None:
+        """``conn`` waits for bytes (between frames or requests): its slot may be given away."""
+        with self._waiting_lock:
+            self._waiting.setdefault(conn, time.monotonic())
+
+    def working(self, conn: Any) -> None:
+        """``conn`` is receiving or being served (or is gone): its slot is its own."""
+        with self._waiting_lock:
+            self._waiting.pop(conn, None)
+
+    def evict_idlest(self) -> bool:
+        """Cut the connection that has waited longest (counted as evicted_idle); False when none waits."""
+        with self._waiting_lock:
+            if not self._waiting:
+                return False
+            conn = min(self._waiting, key=self._waiting.__getitem__)
+            del self._waiting[conn]
+        self.reject("evicted_idle")
+        cut(conn)
+        return True
 
     def deliver_all(self, parts: list[str], ignored: int) -> None:
         """Every batch of one chunk, each counted before this returns (the ack or 200 comes after)."""
@@ -268,7 +293,6 @@ class ForwardSource(Receiver):
         super().__init__(settings, deliver, error, reject)
         self.sock: socket.socket | None = None
         self._active = 0
-        self._waiting: dict[socket.socket, float] = {}  # connection → since when it waits between frames
         self._lock = threading.Lock()
 
     @property
@@ -309,7 +333,7 @@ class ForwardSource(Receiver):
                 except TimeoutError:
                     continue
                 with self._lock:
-                    if self._active >= self.settings.max_connections and not self._evict_idlest():
+                    if self._active >= self.settings.max_connections and not self.evict_idlest():
                         self.reject("too_many_connections")
                         conn.close()
                         continue
@@ -322,21 +346,6 @@ class ForwardSource(Receiver):
                     os.unlink(self.settings.address[5:])
                 except OSError:
                     pass
-
-    def _evict_idlest(self) -> bool:
-        """Slots full: free the one of the connection that has waited longest between frames (on a
-        node every client shares 127.0.0.1, so per-address limits cannot keep one peer from holding
-        them all). A connection in the middle of a frame is never taken. Called under the lock."""
-        if not self._waiting:
-            return False
-        conn = min(self._waiting, key=self._waiting.__getitem__)
-        del self._waiting[conn]
-        self.reject("evicted_idle")
-        try:
-            conn.shutdown(socket.SHUT_RDWR)  # its thread reads EOF, closes it and gives the slot back
-        except OSError:
-            pass
-        return True
 
     # --- one connection ----------------------------------------------------------------------------
     def _serve(self, conn: socket.socket) -> None:
@@ -362,7 +371,7 @@ class ForwardSource(Receiver):
             finally:
                 with self._lock:
                     self._active -= 1
-                    self._waiting.pop(conn, None)
+                self.working(conn)
 
     def _read_obj(self, conn: socket.socket, unpacker: msgpack.Unpacker) -> Any:
         """The next msgpack object; raises on idle, slow or oversized input."""
@@ -379,8 +388,7 @@ class ForwardSource(Receiver):
                 # TypeError: a map whose key is a list or a map, which no dict can hold
                 raise FrameError(f"malformed_msgpack: {e}") from None
             if started is None:  # between frames: this connection's slot may be given to a newcomer
-                with self._lock:
-                    self._waiting.setdefault(conn, last)
+                self.waiting(conn)
             try:
                 data = conn.recv(1 << 18)
             except TimeoutError:
@@ -392,8 +400,7 @@ class ForwardSource(Receiver):
                 if self.stopped.is_set():
                     raise FrameError("shutting_down") from None
                 continue
-            with self._lock:
-                self._waiting.pop(conn, None)
+            self.working(conn)
             if not data:
                 raise EOFError
             last = time.monotonic()

@@ -21,14 +21,13 @@ import logging
 import socket
 import ssl
 import threading
-import time
 import zlib
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from calico_lens.server import send_body
-from calico_lens.sources.base import ErrorSink
+from calico_lens.sources.base import ErrorSink, cut
 from calico_lens.sources.forward import (
     Deliver,
     ForwardSettings,
@@ -92,37 +91,16 @@ class _Server(ThreadingHTTPServer):
         self.address_family = family
         self.source = source
         self.slots = threading.BoundedSemaphore(source.settings.max_connections)
-        self.waiting: dict[Any, float] = {}  # connection → since when it waits for a request or body bytes
-        self.lock = threading.Lock()
         super().__init__(address, _Handler)
 
-    def wait(self, conn: Any) -> None:
-        with self.lock:
-            self.waiting.setdefault(conn, time.monotonic())
-
-    def busy(self, conn: Any) -> None:
-        with self.lock:
-            self.waiting.pop(conn, None)
-
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
-            # Every client on a node shares 127.0.0.1: instead of refusing the newcomer, take the slot
-            # of the connection that has waited longest for bytes (an idle keep-alive, a body that
-            # does not come), which is counted.
-            with self.lock:
-                victim = min(self.waiting, key=self.waiting.__getitem__) if self.waiting else None
-                if victim is not None:
-                    del self.waiting[victim]
-            if victim is not None:
-                self.source.reject("evicted_idle")
-                try:
-                    victim.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            if victim is None or not self.slots.acquire(timeout=2.0):
-                self.source.reject("too_many_connections")
-                self.shutdown_request(request)
-                return
+        # Slots full: the connection that has waited longest for bytes (an idle keep-alive, a body
+        # that does not come) gives its slot to the newcomer, which waits for its thread to let go.
+        if not self.slots.acquire(blocking=False) and not (self.source.evict_idlest()
+                                                           and self.slots.acquire(timeout=2.0)):
+            self.source.reject("too_many_connections")
+            self.shutdown_request(request)
+            return
         super().process_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -133,7 +111,7 @@ class _Server(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self.slots.release()
-            self.busy(request)
+            self.source.working(request)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -158,11 +136,11 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def handle_one_request(self) -> None:
-        self.server.wait(self.request)  # waiting for the next request line: its slot may be taken
+        self.server.source.waiting(self.request)  # waiting for the next request line: its slot may be taken
         super().handle_one_request()
 
     def parse_request(self) -> bool:
-        self.server.busy(self.request)
+        self.server.source.working(self.request)
         return super().parse_request()
 
     def _read_body(self, size: int) -> bytes:
@@ -170,11 +148,11 @@ class _Handler(BaseHTTPRequestHandler):
         parts: list[bytes] = []
         got = 0
         while got < size:
-            self.server.wait(self.request)
+            self.server.source.waiting(self.request)
             try:
                 chunk = self.rfile.read1(min(size - got, 1 << 16))
             finally:
-                self.server.busy(self.request)
+                self.server.source.working(self.request)
             if not chunk:
                 break
             parts.append(chunk)
@@ -190,10 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _cut(self, late: threading.Event) -> None:
         late.set()
-        try:
-            self.request.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        cut(self.request)
 
     def do_GET(self) -> None:  # a health probe on the ingest port
         send_body(self, 200, b"ok\n")
