@@ -23,7 +23,7 @@ from calico_lens.metrics import names
 from calico_lens.metrics.table import LabelTable
 from calico_lens.metrics.tables import Tables
 from calico_lens.parse.coredns import has_dns, parse_dns
-from calico_lens.parse.kernel_log import ParseResult, count_lines, parse_text
+from calico_lens.parse.kernel_log import ParseResult, SynTracker, count_lines, parse_text
 from calico_lens.records import FlowRecordStage
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,8 @@ class FlowPipeline:
         self.dns = DnsAggregator(store, cfg.cluster_domain, cfg.max_series, cfg.series_ttl, cfg.dns_top_domains)
         self.retries = LabelTable(names.FLOW_RETRIES, names.FLOW_LABELS, cfg.max_series, cfg.series_ttl,
                                   help_text=names.FLOW_RETRIES_HELP)
-        # attempt id → first IP ID << 32 | second last seen: one int per entry keeps the bound small
-        self._syns: dict[int, int] = {}
+        # recent connection attempts, to tell a resent SYN (a retry) from a new flow
+        self._syns = SynTracker(cfg.syn_retry_window, cfg.syn_retry_max) if cfg.syn_retry_window > 0 else None
         self.out.add(self.flows, self.retries, self.dns.requests)
         self.out.add_families(self.dns.families)
         self.out.add_families(self._families)
@@ -98,11 +98,11 @@ class FlowPipeline:
         query lines (``input_format`` auto), or only one of them."""
         fmt = self.cfg.input_format
         if fmt == "coredns":
-            res = ParseResult(lines=count_lines(text))
+            res = ParseResult(lines=count_lines(text), dns=has_dns(text))
             res.ignored = res.lines
         else:
-            res = parse_text(text)
-        if fmt != "kernel" and has_dns(text):
+            res = parse_text(text, self._syns, int(time.monotonic()))
+        if fmt != "kernel" and res.dns:
             d = parse_dns(text)  # disjoint from flow lines: a query line never holds " OUT="
             res.ignored -= d.matched_lines
             res.malformed += d.malformed
@@ -110,7 +110,7 @@ class FlowPipeline:
                 res.malformed_sample = d.malformed_sample
             if d.queries:
                 self.dns.add(d.queries)
-        retried = self._retries(res) if res.syns else {}
+        retried = res.retried
         if res.counts or retried:
             keys = list(res.counts.keys() | retried.keys())
             labels = self.enricher.resolve(keys)
@@ -131,36 +131,6 @@ class FlowPipeline:
         if res.malformed_sample:
             log.debug("malformed flow line from %s: %s", source, res.malformed_sample)
         return res
-
-    def _retries(self, res: ParseResult) -> dict:
-        """Take retransmitted SYNs out of the flow counts. Lines with the same raw key (prefix,
-        interfaces, addresses, port) and source port within syn_retry_window belong to one
-        connection attempt: those with the first SYN's IP ID are that packet at each Log rule it met
-        (flows, as before); those with another ID are the kernel's resends of it (retries)."""
-        window = self.cfg.syn_retry_window
-        if window <= 0:
-            return {}
-        now = int(time.monotonic())
-        seen, retried = self._syns, {}
-        for key, attempt, ip_id in res.syns:
-            prev = seen.get(attempt)
-            if prev is None or now - (prev & 0xFFFFFFFF) > window:
-                seen[attempt] = ip_id << 32 | now  # a new attempt: its first SYN's ID
-                continue
-            if prev >> 32 != ip_id:
-                retried[key] = retried.get(key, 0) + 1
-            seen[attempt] = (prev >> 32) << 32 | now
-        for key, n in retried.items():
-            left = res.counts[key] - n
-            if left:
-                res.counts[key] = left
-            else:
-                del res.counts[key]
-        limit = self.cfg.syn_retry_max
-        if len(seen) > limit:  # bounded: keep the newer half (insertion order), in one pass now and then
-            items = list(seen.items())
-            self._syns = dict(items[len(items) - (limit // 2 or 1):])
-        return retried
 
     def _pod_deleted(self, namespace: str, pod: str) -> None:
         """Pod-level series go when their pod goes (only pod granularity names pods in labels)."""

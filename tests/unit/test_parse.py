@@ -7,7 +7,15 @@ from calico_lens.config import Config
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.metrics import names
 from calico_lens.parse import kernel_log
-from calico_lens.parse.kernel_log import RawKey, parse_batch_regex, parse_lines, parse_text, split_span
+from calico_lens.parse.kernel_log import (
+    PySynTracker,
+    RawKey,
+    SynTracker,
+    parse_batch_regex,
+    parse_lines,
+    parse_text,
+    split_span,
+)
 from calico_lens.parse.prefix import PrefixInfo, PrefixMatcher, TemplateError
 from calico_lens.pipeline import FlowPipeline
 from hypothesis import HealthCheck, given, settings
@@ -192,15 +200,38 @@ fragment = st.lists(st.sampled_from([*"IN=OUT LEN=PROTO=SPT=DPT=[]0123456789:; -
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(line_st, fragment), max_size=40), st.booleans())
-def test_every_path_equals_the_line_path(lines: list[str], trailing: bool) -> None:
-    """The C scanner and the batch regex give exactly what the plain line-by-line parse gives."""
+@given(st.lists(st.one_of(line_st, fragment), max_size=40), st.booleans(), st.integers(min_value=1, max_value=8))
+def test_every_path_equals_the_line_path(lines: list[str], trailing: bool, limit: int) -> None:
+    """The C scanner and the batch regex give exactly what the plain line-by-line parse gives, resent
+    SYNs included (each path with its own tracker, in two batches so that state carries over)."""
     text = "\n".join(lines) + ("\n" if trailing else "")
-    slow = parse_lines(text)
-    want = (slow.counts, slow.lines, slow.ignored, slow.malformed, slow.syns)
-    for path in (parse_text, parse_batch_regex):
-        got = path(text)
-        assert (got.counts, got.lines, got.ignored, got.malformed, got.syns) == want, path.__name__
+    cut = text.find("\n", len(text) // 2) + 1 or len(text)
+
+    def run(path, tracker) -> list[tuple]:
+        out = []
+        for now, part in ((100, text[:cut]), (130, text[cut:])):
+            r = path(part, tracker, now)
+            out.append((r.counts, r.retried, r.lines, r.ignored, r.malformed))
+        return out
+
+    want = run(parse_lines, PySynTracker(60, limit))
+    assert run(parse_text, SynTracker(60, limit)) == want
+    assert run(parse_batch_regex, PySynTracker(60, limit)) == want
+    assert run(parse_text, None) == [(c | {k: c.get(k, 0) + n for k, n in r.items()}, {}, *rest)
+                                     for c, r, *rest in want]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 3), st.integers(0, 5)), max_size=200),
+       st.integers(min_value=1, max_value=9), st.sampled_from([0.0, 2.0, 60.0]))
+def test_c_syn_tracker_equals_the_python_one(events: list[tuple[int, int, int]], limit: int, window: float) -> None:
+    """The C tracker and the Python one answer every SYN alike, also where the bound bites."""
+    c, py, now = SynTracker(window, limit), PySynTracker(window, limit), 1000
+    for attempt, ip_id, step in events:
+        now += step
+        assert c.check(attempt * 0x9E3779B97F4A7C15 % 2**64, ip_id, now) == \
+            py.check(attempt * 0x9E3779B97F4A7C15 % 2**64, ip_id, now)
+        assert len(c) == len(py) <= 2 * max(limit // 2, 1)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

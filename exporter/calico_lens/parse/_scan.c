@@ -187,80 +187,274 @@ static int syn_fields(P se, P ps, P pe, P de, P e, P *sp_s, P *sp_e, P *id_s, P 
     return 0;
 }
 
-/* FNV-1a (64 bit) over head, NUL, span, NUL, source port: one connection attempt's identity,
- * the same number kernel_log.attempt_id() computes. */
-static unsigned long long fnv_parts(P a, P ae, P b, P be, P c, P ce) {
-    unsigned long long h = 14695981039346656037ULL;
-    for (P p = a; p < ae; p++) { h ^= *p; h *= 1099511628211ULL; }
-    h *= 1099511628211ULL;  /* the NUL separator: h ^= 0 */
-    for (P p = b; p < be; p++) { h ^= *p; h *= 1099511628211ULL; }
-    h *= 1099511628211ULL;
-    for (P p = c; p < ce; p++) { h ^= *p; h *= 1099511628211ULL; }
+/* FNV-1a (64 bit), continued over one more part after a NUL separator. The attempt id of a SYN is
+ * fnv(head, NUL, span, NUL, source port), the same number kernel_log.attempt_id() computes. */
+#define FNV_OFFSET 14695981039346656037ULL
+#define FNV_PRIME 1099511628211ULL
+static unsigned long long fnv_more(unsigned long long h, P a, P ae) {
+    for (P p = a; p < ae; p++) { h ^= *p; h *= FNV_PRIME; }
     return h;
 }
 
-static PyObject *scan(PyObject *self, PyObject *arg) {
+/*
+ * SynTracker(window, limit): recent connection attempts (attempt id -> first IP ID, last second
+ * seen), to tell a retransmitted SYN from a new attempt. Bounded by two generations of at most
+ * limit/2 entries each: when the current one fills, it becomes the old one and the old one goes.
+ * kernel_log.PySynTracker is the same algorithm in Python; a test holds both equal.
+ */
+typedef struct { unsigned long long attempt; unsigned long long v; int used; } SynSlot;
+typedef struct {
+    PyObject_HEAD
+    double window;
+    Py_ssize_t half, cap, n_cur, n_old;
+    SynSlot *cur, *old;
+} SynTracker;
+
+static SynSlot *syn_find(SynSlot *t, Py_ssize_t cap, unsigned long long a) {
+    size_t i = (size_t)(a * FNV_PRIME) & (size_t)(cap - 1);
+    while (t[i].used && t[i].attempt != a) i = (i + 1) & (size_t)(cap - 1);
+    return &t[i];
+}
+
+/* 1 when this SYN is a resend of an attempt seen within the window (same attempt, another IP ID). */
+static int syn_check(SynTracker *st, unsigned long long a, unsigned long long ip_id, unsigned long long now) {
+    SynSlot *c = syn_find(st->cur, st->cap, a);
+    unsigned long long v = 0;
+    int have = 0, retry = 0;
+    if (c->used) { v = c->v; have = 1; }
+    else {
+        SynSlot *o = syn_find(st->old, st->cap, a);
+        if (o->used) { v = o->v; have = 1; }
+    }
+    if (!have || (double)(long long)(now - (v & 0xFFFFFFFFULL)) > st->window) {
+        v = ip_id << 32 | now;
+    } else {
+        retry = (v >> 32) != ip_id;
+        v = (v >> 32) << 32 | now;
+    }
+    if (!c->used) { c->used = 1; c->attempt = a; st->n_cur++; }
+    c->v = v;
+    if (st->n_cur >= st->half) {
+        SynSlot *t = st->old;
+        st->old = st->cur; st->n_old = st->n_cur;
+        memset(t, 0, sizeof(SynSlot) * (size_t)st->cap);
+        st->cur = t; st->n_cur = 0;
+    }
+    return retry;
+}
+
+static int syn_init(SynTracker *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"window", "limit", NULL};
+    double window; Py_ssize_t limit;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "dn", kwlist, &window, &limit)) return -1;
+    self->window = window;
+    self->half = limit / 2 > 0 ? limit / 2 : 1;
+    Py_ssize_t cap = 16;
+    while (cap < 2 * self->half + 2) cap *= 2;
+    PyMem_Free(self->cur); PyMem_Free(self->old);
+    self->cur = PyMem_Calloc((size_t)cap, sizeof(SynSlot));
+    self->old = PyMem_Calloc((size_t)cap, sizeof(SynSlot));
+    if (!self->cur || !self->old) { PyErr_NoMemory(); return -1; }
+    self->cap = cap; self->n_cur = self->n_old = 0;
+    return 0;
+}
+static void syn_dealloc(SynTracker *self) {
+    PyMem_Free(self->cur); PyMem_Free(self->old);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+static PyObject *syn_check_py(SynTracker *self, PyObject *args) {
+    unsigned long long a, id, now;
+    if (!PyArg_ParseTuple(args, "KKK", &a, &id, &now)) return NULL;
+    return PyBool_FromLong(syn_check(self, a, id & 0xFFFFFFFFULL, now & 0xFFFFFFFFULL));
+}
+static Py_ssize_t syn_len(SynTracker *self) { return self->n_cur + self->n_old; }
+static PyMethodDef syn_methods[] = {
+    {"check", (PyCFunction)syn_check_py, METH_VARARGS, "check(attempt, ip_id, now) -> True for a resent SYN"},
+    {NULL, NULL, 0, NULL},
+};
+static PySequenceMethods syn_seq = {.sq_length = (lenfunc)syn_len};
+static PyTypeObject SynTrackerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "calico_lens.parse._scan.SynTracker",
+    .tp_basicsize = sizeof(SynTracker),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "SynTracker(window, limit): recent TCP connection attempts, to tell resent SYNs",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)syn_init,
+    .tp_dealloc = (destructor)syn_dealloc,
+    .tp_methods = syn_methods,
+    .tp_as_sequence = &syn_seq,
+};
+
+/* One distinct raw key of a batch: where its four parts are in the text, lines and resent SYNs. */
+typedef struct {
+    unsigned long long h;
+    P hs, he, ss, se, ps, pe, ds, de;
+    Py_ssize_t n, retried;
+} KeySlot;
+typedef struct { Py_ssize_t slot; unsigned long long attempt, ip_id; } SynRec;
+typedef struct {
+    Py_ssize_t *index;  /* open addressing: slot number + 1, 0 = empty */
+    Py_ssize_t cap;     /* of index, a power of two */
+    KeySlot *slots;     /* in first-seen order */
+    Py_ssize_t n, slots_cap;
+    SynRec *syns;
+    Py_ssize_t n_syns, syns_cap;
+} Batch;
+
+static int same(P a, P ae, P b, P be) { return ae - a == be - b && memcmp(a, b, (size_t)(ae - a)) == 0; }
+
+/* The slot of a key, added when new; -1 when out of memory. */
+static Py_ssize_t batch_slot(Batch *b, unsigned long long h, P hs, P he, P ss, P se, P ps, P pe, P ds, P de) {
+    if (2 * (b->n + 1) > b->cap) {
+        Py_ssize_t cap = b->cap ? b->cap * 2 : 256;
+        Py_ssize_t *ix = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
+        if (!ix) return -1;
+        for (Py_ssize_t k = 0; k < b->n; k++) {
+            size_t i = (size_t)b->slots[k].h & (size_t)(cap - 1);
+            while (ix[i]) i = (i + 1) & (size_t)(cap - 1);
+            ix[i] = k + 1;
+        }
+        PyMem_Free(b->index);
+        b->index = ix; b->cap = cap;
+    }
+    size_t i = (size_t)h & (size_t)(b->cap - 1);
+    while (b->index[i]) {
+        KeySlot *k = &b->slots[b->index[i] - 1];
+        if (k->h == h && same(k->hs, k->he, hs, he) && same(k->ss, k->se, ss, se) && same(k->ps, k->pe, ps, pe) &&
+            same(k->ds, k->de, ds, de))
+            return b->index[i] - 1;
+        i = (i + 1) & (size_t)(b->cap - 1);
+    }
+    if (b->n == b->slots_cap) {
+        Py_ssize_t c = b->slots_cap ? b->slots_cap * 2 : 128;
+        KeySlot *s = PyMem_Realloc(b->slots, sizeof(KeySlot) * (size_t)c);
+        if (!s) return -1;
+        b->slots = s; b->slots_cap = c;
+    }
+    KeySlot *k = &b->slots[b->n];
+    k->h = h; k->hs = hs; k->he = he; k->ss = ss; k->se = se; k->ps = ps; k->pe = pe; k->ds = ds; k->de = de;
+    k->n = k->retried = 0;
+    b->index[i] = b->n + 1;
+    return b->n++;
+}
+
+static int batch_syn(Batch *b, Py_ssize_t slot, unsigned long long attempt, unsigned long long ip_id) {
+    if (b->n_syns == b->syns_cap) {
+        Py_ssize_t c = b->syns_cap ? b->syns_cap * 2 : 256;
+        SynRec *s = PyMem_Realloc(b->syns, sizeof(SynRec) * (size_t)c);
+        if (!s) return -1;
+        b->syns = s; b->syns_cap = c;
+    }
+    b->syns[b->n_syns++] = (SynRec){slot, attempt, ip_id};
+    return 0;
+}
+
+static void batch_free(Batch *b) { PyMem_Free(b->index); PyMem_Free(b->slots); PyMem_Free(b->syns); }
+
+/* The IP ID of a SYN as _syn() takes it: 1 to 5 digits, at most 65535. */
+static int ip_id_value(P s, P e, unsigned long long *out) {
+    if (e - s > 5) return 0;
+    unsigned long long v = 0;
+    for (P p = s; p < e; p++) v = v * 10 + (unsigned long long)(*p - '0');
+    if (v > 65535) return 0;
+    *out = v;
+    return 1;
+}
+
+/*
+ * scan(text, tracker, now) -> (counts, retried, lines, ignored, malformed, sample, dns) or None.
+ * counts and retried map each raw key (head, span, proto, dport, "") to its lines: a bare SYN that
+ * tracker says was resent goes to retried, every other flow line to counts. dns: a line that is not a
+ * flow line holds "[INFO] " (CoreDNS may be in the batch). None (and the tracker untouched) for a
+ * text that is not 1-byte or has an eBPF trace line: the caller takes the Python path.
+ * Python objects are made once per distinct key, so a batch of repeating flows costs C time only.
+ */
+static PyObject *scan(PyObject *self, PyObject *args) {
     (void)self;
-    if (!PyUnicode_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "scan() takes a str");
+    PyObject *arg, *tracker;
+    unsigned long long now;
+    if (!PyArg_ParseTuple(args, "UOK", &arg, &tracker, &now)) return NULL;
+    if (tracker != Py_None && !PyObject_TypeCheck(tracker, &SynTrackerType)) {
+        PyErr_SetString(PyExc_TypeError, "scan(): tracker must be a SynTracker or None");
         return NULL;
     }
     if (PyUnicode_READY(arg) < 0) return NULL;
     if (PyUnicode_KIND(arg) != PyUnicode_1BYTE_KIND) Py_RETURN_NONE;
     P base = (P)PyUnicode_1BYTE_DATA(arg);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
-    P end = base + n;
-    PyObject *counts = PyDict_New();
-    if (!counts) return NULL;
-    PyObject *syns = PyList_New(0);  /* (key, attempt id, ip id) of each bare SYN, in line order */
-    if (!syns) { Py_DECREF(counts); return NULL; }
+    P end = base + PyUnicode_GET_LENGTH(arg);
+    Batch b = {0};
     Py_ssize_t lines = 0, ignored = 0, malformed = 0;
-    PyObject *sample = NULL;
-    PyObject *empty = PyUnicode_New(0, 0);
-    P s = base;
-    while (s < end) {
+    P bad_s = NULL, bad_e = NULL;
+    int dns = 0;
+    PyObject *counts = NULL, *retried = NULL, *sample = NULL, *empty = NULL;
+    for (P s = base; s < end;) {
         P nl = memchr(s, '\n', (size_t)(end - s));
         P e = nl ? nl : end;
         lines++;
         P hs, he, ss, se, ps, pe, ds, de;
         if (parse_line(s, e, &hs, &he, &ss, &se, &ps, &pe, &ds, &de)) {
-            PyObject *key = Py_BuildValue(
-                "(NNNNO)", PyUnicode_Substring(arg, hs - base, he - base), PyUnicode_Substring(arg, ss - base, se - base),
-                PyUnicode_Substring(arg, ps - base, pe - base), PyUnicode_Substring(arg, ds - base, de - base), empty);
-            if (!key) goto fail;
-            PyObject *old = PyDict_GetItemWithError(counts, key);
-            if (!old && PyErr_Occurred()) { Py_DECREF(key); goto fail; }
-            PyObject *nv = PyLong_FromSsize_t(old ? PyLong_AsSsize_t(old) + 1 : 1);
-            if (!nv || PyDict_SetItem(counts, key, nv) < 0) { Py_XDECREF(nv); Py_DECREF(key); goto fail; }
-            Py_DECREF(nv);
+            unsigned long long hk = fnv_more(FNV_OFFSET, hs, he) * FNV_PRIME;
+            hk = fnv_more(hk, ss, se) * FNV_PRIME;
+            unsigned long long h = fnv_more(fnv_more(hk, ps, pe) * FNV_PRIME, ds, de);
+            Py_ssize_t k = batch_slot(&b, h, hs, he, ss, se, ps, pe, ds, de);
+            if (k < 0) goto nomem;
+            b.slots[k].n++;
             P sps, spe, ids, ide;
-            if (syn_fields(se, ps, pe, de, e, &sps, &spe, &ids, &ide)) {
-                PyObject *digits_s = PyUnicode_Substring(arg, ids - base, ide - base);
-                PyObject *ip_id = digits_s ? PyLong_FromUnicodeObject(digits_s, 10) : NULL;
-                Py_XDECREF(digits_s);
-                PyObject *t = ip_id ? Py_BuildValue("(OKN)", key, fnv_parts(hs, he, ss, se, sps, spe), ip_id) : NULL;
-                if (!t || PyList_Append(syns, t) < 0) { Py_XDECREF(t); Py_DECREF(key); goto fail; }
-                Py_DECREF(t);
-            }
-            Py_DECREF(key);
+            unsigned long long id;
+            if (tracker != Py_None && syn_fields(se, ps, pe, de, e, &sps, &spe, &ids, &ide) &&
+                ip_id_value(ids, ide, &id) && batch_syn(&b, k, fnv_more(hk, sps, spe), id) < 0)
+                goto nomem;
+        } else if (find(s, e, ": policy ")) {
+            batch_free(&b);
+            Py_RETURN_NONE;  /* an eBPF trace line: parse_lines reads those */
         } else if (find(s, e, " OUT=")) {
-            malformed++;
-            if (!sample) sample = PyUnicode_Substring(arg, s - base, (e - s > 300 ? s + 300 : e) - base);
+            if (!malformed++) { bad_s = s; bad_e = e - s > 300 ? s + 300 : e; }
         } else {
             ignored++;
+            if (!dns && find(s, e, "[INFO] ")) dns = 1;
         }
         if (!nl) break;
         s = nl + 1;
     }
-    PyObject *res = Py_BuildValue("(NnnnON)", counts, lines, ignored, malformed, sample ? sample : empty, syns);
-    Py_XDECREF(sample);
+    if (tracker != Py_None)  /* in line order, once the whole batch is known to be ours */
+        for (Py_ssize_t i = 0; i < b.n_syns; i++)
+            if (syn_check((SynTracker *)tracker, b.syns[i].attempt, b.syns[i].ip_id, now & 0xFFFFFFFFULL))
+                b.slots[b.syns[i].slot].retried++;
+    counts = PyDict_New();
+    retried = PyDict_New();
+    empty = PyUnicode_New(0, 0);
+    sample = bad_s ? PyUnicode_Substring(arg, bad_s - base, bad_e - base) : PyUnicode_New(0, 0);
+    if (!counts || !retried || !empty || !sample) goto fail;
+    for (Py_ssize_t i = 0; i < b.n; i++) {
+        KeySlot *k = &b.slots[i];
+        PyObject *key = Py_BuildValue(
+            "(NNNNO)", PyUnicode_Substring(arg, k->hs - base, k->he - base), PyUnicode_Substring(arg, k->ss - base, k->se - base),
+            PyUnicode_Substring(arg, k->ps - base, k->pe - base), PyUnicode_Substring(arg, k->ds - base, k->de - base), empty);
+        if (!key) goto fail;
+        int rc = 0;
+        Py_ssize_t flows = k->n - k->retried;
+        if (flows) {
+            PyObject *v = PyLong_FromSsize_t(flows);
+            rc = v ? PyDict_SetItem(counts, key, v) : -1;
+            Py_XDECREF(v);
+        }
+        if (!rc && k->retried) {
+            PyObject *v = PyLong_FromSsize_t(k->retried);
+            rc = v ? PyDict_SetItem(retried, key, v) : -1;
+            Py_XDECREF(v);
+        }
+        Py_DECREF(key);
+        if (rc < 0) goto fail;
+    }
+    batch_free(&b);
     Py_DECREF(empty);
-    return res;
+    return Py_BuildValue("(NNnnnNO)", counts, retried, lines, ignored, malformed, sample, dns ? Py_True : Py_False);
+nomem:
+    PyErr_NoMemory();
 fail:
-    Py_DECREF(counts);
-    Py_DECREF(syns);
-    Py_XDECREF(sample);
-    Py_DECREF(empty);
+    batch_free(&b);
+    Py_XDECREF(counts); Py_XDECREF(retried); Py_XDECREF(sample); Py_XDECREF(empty);
     return NULL;
 }
 
@@ -331,9 +525,20 @@ static PyObject *flow_fields(PyObject *self, PyObject *arg) {
 }
 
 static PyMethodDef methods[] = {
-    {"scan", scan, METH_O, "scan(text) -> (counts, lines, ignored, malformed, sample, syns) or None"},
+    {"scan", scan, METH_VARARGS, "scan(text, tracker, now) -> (counts, retried, lines, ignored, malformed, sample, dns)"},
     {"flow_fields", flow_fields, METH_O, "flow_fields(raw FlowUpdate) -> (key, start, end, 7 counters) or None"},
     {NULL, NULL, 0, NULL},
 };
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_scan", NULL, -1, methods};
-PyMODINIT_FUNC PyInit__scan(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__scan(void) {
+    if (PyType_Ready(&SynTrackerType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&SynTrackerType);
+    if (PyModule_AddObject(m, "SynTracker", (PyObject *)&SynTrackerType) < 0) {
+        Py_DECREF(&SynTrackerType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -85,21 +85,72 @@ def attempt_id(head: str, span: str, sport: str) -> int:
     return h
 
 OUT_MARK = " OUT="
+DNS_MARK = "[INFO] "  # every CoreDNS query line has it (parse.coredns)
 VERDICTS = {"ALLOWED": "allow", "DENIED": "deny", "PASSED": "pass", "ALLOW": "allow", "DENY": "deny"}
 
 
 @dataclass(slots=True)
 class ParseResult:
-    counts: Counter[RawKey] = field(default_factory=Counter)
+    counts: dict[RawKey, int] = field(default_factory=dict)  # flow lines per raw key (resent SYNs not here)
     lines: int = 0
     ignored: int = 0
     malformed: int = 0
     malformed_sample: str = ""  # one bad line per batch, for a debug log
-    syns: list[Syn] = field(default_factory=list)  # bare TCP SYNs, in line order (retries are told apart later)
+    retried: dict[RawKey, int] = field(default_factory=dict)  # resent SYNs per raw key
+    dns: bool = False  # a line that is not a flow line holds "[INFO] ": the batch may hold CoreDNS lines
+    syns: list[Syn] = field(default_factory=list)  # Python paths: bare TCP SYNs in line order, before the split
 
     @property
     def parsed(self) -> int:
         return self.lines - self.ignored - self.malformed
+
+
+class PySynTracker:
+    """Recent connection attempts (attempt id → first IP ID << 32 | last second seen), to tell a
+    resent SYN from a new attempt: what ``_scan.SynTracker`` does, for machines without the C
+    scanner. Bounded by two generations of at most limit/2 attempts: when the current one fills it
+    becomes the old one, and the old one goes."""
+
+    def __init__(self, window: float, limit: int):
+        self.window = window
+        self.half = max(limit // 2, 1)
+        self._cur: dict[int, int] = {}
+        self._old: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._cur) + len(self._old)
+
+    def check(self, attempt: int, ip_id: int, now: int) -> bool:
+        """True when this SYN resends an attempt seen within the window (same attempt, other IP ID)."""
+        v = self._cur.get(attempt)
+        if v is None:
+            v = self._old.get(attempt)
+        retry = False
+        if v is None or now - (v & 0xFFFFFFFF) > self.window:
+            v = ip_id << 32 | now
+        else:
+            retry = v >> 32 != ip_id
+            v = (v >> 32) << 32 | now
+        cur = self._cur
+        cur[attempt] = v
+        if len(cur) >= self.half:
+            self._old, self._cur = cur, {}
+        return retry
+
+
+SynTracker = PySynTracker if _scan is None else _scan.SynTracker
+
+
+def _split_retries(res: ParseResult, tracker, now: int) -> None:
+    """Move the resent SYNs of ``res.syns`` from counts to retried, in line order."""
+    for key, attempt, ip_id in res.syns:
+        if tracker.check(attempt, ip_id, now):
+            res.retried[key] = res.retried.get(key, 0) + 1
+            left = res.counts[key] - 1
+            if left:
+                res.counts[key] = left
+            else:
+                del res.counts[key]
 
 
 def count_lines(text: str) -> int:
@@ -128,51 +179,56 @@ def split_span(span: str, workload_prefix: str = "cali") -> tuple[str, str, str,
     return iface, "", src, dst
 
 
-def parse_text(text: str) -> ParseResult:
-    """Parse a batch of complete lines (newline separated, the last newline optional)."""
+def parse_text(text: str, tracker=None, now: int = 0) -> ParseResult:
+    """Parse a batch of complete lines (newline separated, the last newline optional). With a
+    ``tracker`` (a ``SynTracker``), bare SYNs it has seen within its window are counted as retried."""
+    if _scan is not None and (tracker is None or isinstance(tracker, _scan.SynTracker)):
+        got = _scan.scan(text, tracker, now)
+        if got is not None:  # None: not a 1-byte string, or an eBPF line: take the Python path
+            counts, retried, lines, ignored, malformed, sample, dns = got
+            return ParseResult(counts, lines, ignored, malformed, sample, retried, dns)
     if EBPF_MARK in text:
-        return parse_lines(text)
-    if _scan is not None:
-        got = _scan.scan(text)
-        if got is not None:  # None: not a 1-byte string, take the Python path
-            counts, lines, ignored, malformed, sample, syns = got
-            return ParseResult(Counter(counts), lines, ignored, malformed, sample, syns)
-    return parse_batch_regex(text)
+        return parse_lines(text, tracker, now)
+    return parse_batch_regex(text, tracker, now)
 
 
-def parse_batch_regex(text: str) -> ParseResult:
+def parse_batch_regex(text: str, tracker=None, now: int = 0) -> ParseResult:
     """The pure-Python batch path."""
     if EBPF_MARK in text:
-        return parse_lines(text)
-    res = ParseResult(lines=count_lines(text))
+        return parse_lines(text, tracker, now)
+    res = ParseResult(lines=count_lines(text), dns=DNS_MARK in text)
     if not res.lines:
         return res
     found = Counter(BATCH_RX.findall("\n" + text))
     if sum(found.values()) != text.count(OUT_MARK) or any("\n" in k[1] for k in found):
-        return parse_lines(text)  # a match ran past its line (a line cut short, a stray " OUT=")
+        return parse_lines(text, tracker, now)  # a match ran past its line (a line cut short, a stray " OUT=")
     matched = 0
     for (head, span, proto, dport, bad), n in found.items():
         matched += n
         if bad:
             res.malformed += n
         else:
-            res.counts[(head, span, proto, dport, "")] += n
+            key = (head, span, proto, dport, "")
+            res.counts[key] = res.counts.get(key, 0) + n
     res.ignored = res.lines - matched
-    if " SYN " in text:
+    if tracker is not None and " SYN " in text:
         for line in text.split("\n")[: res.lines]:
             m = LOG_RX.match(line) if " SYN " in line else None
             if m is not None:
                 _syn(line, m, res)
+        _split_retries(res, tracker, now)
     if res.malformed:
         res.malformed_sample = next((ln for ln in text.split("\n") if OUT_MARK in ln and not LOG_RX.match(ln)), "")
     return res
 
 
-def parse_lines(text: str) -> ParseResult:
+def parse_lines(text: str, tracker=None, now: int = 0) -> ParseResult:
     """The exact line-by-line path: same result as ``parse_text``, slower."""
-    res = ParseResult(lines=count_lines(text))
+    res = ParseResult(lines=count_lines(text), dns=DNS_MARK in text)
     for line in text.split("\n")[: res.lines]:
         _classify(line, res)
+    if tracker is not None:
+        _split_retries(res, tracker, now)
     return res
 
 
@@ -180,14 +236,15 @@ def _classify(line: str, res: ParseResult) -> None:
     m = LOG_RX.match(line)
     if m is not None:
         head, span, proto, dport = m.groups(default="")
-        res.counts[(head, span, proto, dport, "")] += 1
+        key = (head, span, proto, dport, "")
+        res.counts[key] = res.counts.get(key, 0) + 1
         _syn(line, m, res)
         return
     e = EBPF_RX.search(line)
     if e is not None:
         key = ebpf_key(line, e)
         if key is not None:
-            res.counts[key] += 1
+            res.counts[key] = res.counts.get(key, 0) + 1
             return
     if OUT_MARK in line or EBPF_MARK in line:
         res.malformed += 1
@@ -205,8 +262,8 @@ def _syn(line: str, m: re.Match[str], res: ParseResult) -> None:
     sport = _SPT_RX.match(line, m.end(3))
     ip_id = _ID_RX.search(line, m.end(2), m.start(3))
     flags = _SYN_FLAGS_RX.search(line, m.end())
-    if sport is None or ip_id is None or flags is None:
-        return
+    if sport is None or ip_id is None or flags is None or len(ip_id.group(1)) > 5 or int(ip_id.group(1)) > 65535:
+        return  # an IP ID is 16 bits
     tokens = flags.group(1).split()
     if "SYN" in tokens and "ACK" not in tokens:
         res.syns.append(((head, span, proto, dport, ""), attempt_id(head, span, sport.group(1)), int(ip_id.group(1))))
