@@ -1,15 +1,22 @@
 """Enrichment: a raw flow key (addresses, interfaces, prefix) → the flow's label tuple.
 
 Runs once per *distinct* raw key and remembers the answer until the metadata changes, so the
-cost does not grow with the line rate.
+cost does not grow with the line rate. A new key mostly shares its parts with keys seen before (a
+scan: the same span with a new port, or a new source address next to a known destination), so
+the parts are remembered too: the endpoint of an address, the sides and direction of a span, the
+policy and verdict of a prefix for a protocol, port and direction. All are bounded and all are
+dropped when the metadata changes.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from calico_lens.config import Config
 from calico_lens.kube import endpoints as ep
 from calico_lens.kube.endpoints import Endpoint
 from calico_lens.kube.metadata import MetadataStore
+from calico_lens.kube.policies import PortVerdicts
 from calico_lens.parse.kernel_log import RawKey, split_span
 from calico_lens.parse.prefix import PrefixInfo, PrefixMatcher
 
@@ -26,82 +33,167 @@ _PORTED = {"tcp", "udp", "sctp", "udplite"}
 _MAX_HEADS = 4096
 
 
+_NO_PREFIX = PrefixInfo()
+_BAD_ADDRESS = "bad address"
+Side = tuple[str, str, str]
+
+
+def _port(dport: str) -> int | None:
+    """The number of a DPT= value, or None when it is not a 16-bit port (-5, 65536, 32 digits)."""
+    if dport.isascii() and dport.isdigit() and len(dport) <= 5:
+        n = int(dport)
+        if n <= 65535:
+            return n
+    return None
+
+
+class _Bounded(dict):
+    """A dict that starts over when full: the caches below stay within their bound."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+        self.evicted = 0
+
+    def put(self, key, value):
+        if len(self) >= self.limit:
+            self.evicted += len(self)
+            self.clear()
+        self[key] = value
+        return value
+
+
+class _Part(NamedTuple):
+    """What a key tells apart from its port: a scan's keys share all of it."""
+
+    sides: tuple[str, ...]  # source and destination (namespace, workload, kind)
+    protocol: str
+    ported: bool  # the protocol has ports, so the port is a label
+    direction: str
+    verdicts: PortVerdicts
+    action: str  # the line's own verdict (eBPF), else ""
+
+
+LabelCounts = tuple[dict[tuple[str, ...], int], int, int, "RawKey | None"]
+
+
 class Enricher:
     def __init__(self, cfg: Config, store: MetadataStore):
         self.cfg = cfg
         self.store = store
         self.matcher = PrefixMatcher(cfg.log_prefix)
-        self._heads: dict[str, PrefixInfo | None] = {}
-        self._cache: dict[RawKey, tuple[str, ...] | str] = {}
+        size = max(cfg.enrich_cache_size, 1)
+        self._cache = _Bounded(size)  # raw key → labels | IGNORED | MALFORMED
+        self._parts = _Bounded(size)  # (head, span, proto, verdict) → _Part | IGNORED | MALFORMED
+        self._heads = _Bounded(_MAX_HEADS)  # head → (PrefixInfo | None, its policy) (heads may carry stamps)
+        self._spans = _Bounded(size)  # span → (direction, source side, destination side) | MALFORMED | _BAD_ADDRESS
+        self._ips = _Bounded(size)  # address text → (canonical address, endpoint) | None
+        self._verdicts = _Bounded(size)  # (head, protocol, direction) → PortVerdicts
+        self._ports = _Bounded(1 << 17)  # DPT= text → number | None
+        self._caches = (self._cache, self._parts, self._heads, self._spans, self._ips, self._verdicts)
         self._gen = -1
-        self.evictions = 0
 
-    def _prefix(self, head: str) -> PrefixInfo | None:
-        info = self._heads.get(head, self)
-        if info is self:
-            info = self.matcher.match(head)
-            if len(self._heads) >= _MAX_HEADS:  # heads with per-line stamps: keep the cache bounded
-                self._heads.clear()
-            self._heads[head] = info
-        return info  # type: ignore[return-value]
+    @property
+    def evictions(self) -> int:
+        return sum(c.evicted for c in self._caches) + self._ports.evicted
+
+    def label_counts(self, counts: dict[RawKey, int]) -> LabelCounts:
+        """Sum the lines of raw keys per label set: (rows, ignored lines, malformed lines, a malformed key)."""
+        if self._gen != self.store.generation:
+            for c in self._caches:
+                c.clear()
+            self._gen = self.store.generation
+        cache, labels_of = self._cache, self._labels
+        rows: dict[tuple[str, ...], int] = {}
+        ignored = malformed = 0
+        bad = None
+        for k, n in counts.items():
+            lab = cache.get(k)
+            if lab is None:
+                lab = cache.put(k, labels_of(k))
+            if lab.__class__ is tuple:
+                rows[lab] = rows.get(lab, 0) + n  # type: ignore[index]
+            elif lab is IGNORED:
+                ignored += n
+            else:
+                malformed += n
+                bad = k
+        return rows, ignored, malformed, bad
 
     def resolve(self, keys: list[RawKey]) -> dict[RawKey, tuple[str, ...] | str]:
-        """Labels (or IGNORED / MALFORMED) for each key of one batch."""
-        if self._gen != self.store.generation:
-            self._cache.clear()
-            self._gen = self.store.generation
-        cache = self._cache
-        out: dict[RawKey, tuple[str, ...] | str] = {}
-        missing = []
+        """Labels (or IGNORED / MALFORMED) for each key."""
+        out = {}
         for k in keys:
-            got = cache.get(k)
-            if got is None:
-                missing.append(k)
-            else:
-                out[k] = got  # taken now: an eviction below must not lose it
-        if missing:
-            size = self.cfg.enrich_cache_size
-            if len(cache) + len(missing) > size:
-                self.evictions += len(cache)
-                cache.clear()
-            index = self.store.index()
-            policies = self.store.policies()
-            for k in missing:
-                got = out[k] = self._labels(k, index, policies)
-                if len(cache) < size:  # a batch of more new keys than the cache holds: the rest is not kept
-                    cache[k] = got
+            rows, ignored, _, _ = self.label_counts({k: 1})
+            out[k] = next(iter(rows)) if rows else IGNORED if ignored else MALFORMED
         return out
 
-    def _labels(self, key: RawKey, index, policies) -> tuple[str, ...] | str:
+    def _labels(self, key: RawKey) -> tuple[str, ...] | str:
         head, span, proto, dport, verdict = key
+        pkey = (head, span, proto, verdict)
+        part = self._parts.get(pkey)
+        if part is None:
+            part = self._parts.put(pkey, self._part(head, span, proto, verdict))
+        if part.__class__ is str:
+            return part  # type: ignore[return-value]
+        if dport:
+            n = self._ports.get(dport, -2)
+            if n == -2:
+                n = self._ports.put(dport, _port(dport))
+            if n is None:
+                return MALFORMED
+        else:
+            n = -1
+        v = part.verdicts.at(n if part.ported else -1)
+        return (*part.sides, dport if part.ported else "", part.protocol, part.action or v.action, v.policy, v.tier,
+                part.direction or v.direction or "unknown")
+
+    def _part(self, head: str, span: str, proto: str, verdict: str) -> _Part | str:
+        store = self.store
+        sides = self._spans.get(span)
+        if sides is None:
+            sides = self._spans.put(span, self._span(span, store.index()))
+        if sides is MALFORMED:
+            return MALFORMED
+        hp = self._heads.get(head)
+        if hp is None:
+            info = self.matcher.match(head)
+            hp = self._heads.put(head, (info, store.policies().find(info) if info else None))
+        info, policy = hp
+        if info is None:
+            if not verdict:
+                return IGNORED  # a LOG line, but not from a Calico log rule
+            info = _NO_PREFIX
+        if sides is _BAD_ADDRESS:
+            return MALFORMED
+        protocol = PROTOCOLS.get(proto) or proto.lower()
+        if not protocol.replace("-", "").isalnum() or (protocol.isdigit() and int(protocol) > 255):
+            return MALFORMED  # an IP protocol number is one byte
+        direction, s_side, d_side = sides
+        vkey = (head, protocol, direction)
+        verdicts = self._verdicts.get(vkey)
+        if verdicts is None:
+            verdicts = self._verdicts.put(vkey, store.policies().port_verdicts(info, policy, protocol, direction))
+        return _Part((*s_side, *d_side), protocol, protocol in _PORTED, direction, verdicts, verdict)
+
+    def _span(self, span: str, index) -> tuple[str, Side, Side] | str:
+        """What a span tells, once per distinct span: (direction, source side, destination side)."""
         parts = split_span(span, self.cfg.interface_prefix)
         if parts is None:
             return MALFORMED
         in_if, out_if, src, dst = parts
-        info = self._prefix(head)
-        if info is None:
-            if not verdict:
-                return IGNORED  # a LOG line, but not from a Calico log rule
-            info = PrefixInfo()
-        s_ip, d_ip = ep.normalise_ip(src), ep.normalise_ip(dst)
-        if s_ip is None or d_ip is None:
-            return MALFORMED
-        protocol = PROTOCOLS.get(proto, proto.lower())
-        if not protocol.replace("-", "").isalnum() or (protocol.isdigit() and int(protocol) > 255):
-            return MALFORMED  # an IP protocol number is one byte
-        if dport and (not (dport.isascii() and dport.isdigit()) or len(dport) > 5 or int(dport) > 65535):
-            return MALFORMED  # a port is 16 bits: -5, 65536 or a 32-digit "port" is not a value
-        port = dport if protocol in _PORTED else ""
-        s_ep, d_ep = index.lookup(s_ip), index.lookup(d_ip)
-        direction = self._direction(in_if, out_if)
-        v = policies.verdict(info, protocol, port, direction)
-        direction = direction or v.direction or "unknown"
-        action = verdict or v.action
-        return (
-            *self._side(s_ep, s_ip, self.cfg.source_granularity),
-            *self._side(d_ep, d_ip, self.cfg.destination_granularity),
-            port, protocol, action, v.policy, v.tier, direction,
-        )
+        s, d = self._ip(src, index), self._ip(dst, index)
+        if s is None or d is None:
+            return _BAD_ADDRESS
+        return (self._direction(in_if, out_if), self._side(s[1], s[0], self.cfg.source_granularity),
+                self._side(d[1], d[0], self.cfg.destination_granularity))
+
+    def _ip(self, text: str, index) -> tuple[str, Endpoint] | None:
+        got = self._ips.get(text, self)
+        if got is self:
+            norm = ep.normalise_ip(text)
+            got = self._ips.put(text, None if norm is None else (norm, index.lookup(norm)))
+        return got  # type: ignore[return-value]
 
     def _direction(self, in_if: str, out_if: str) -> str:
         """Ingress or egress of the local workload, from which side its cali* interface is on."""

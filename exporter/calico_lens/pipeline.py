@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from calico_lens.config import Config
 from calico_lens.dns import DnsAggregator
-from calico_lens.enrich import IGNORED, Enricher
+from calico_lens.enrich import Enricher
 from calico_lens.kube import endpoints as ep
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.metrics import names
@@ -110,22 +110,13 @@ class FlowPipeline:
                 res.malformed_sample = d.malformed_sample
             if d.queries:
                 self.dns.add(d.queries)
-        retried = res.retried
-        if res.counts or retried:
-            keys = list(res.counts.keys() | retried.keys())
-            labels = self.enricher.resolve(keys)
-            for table, counts in ((self.flows, res.counts), (self.retries, retried)):
-                rows: dict[tuple[str, ...], int] = {}
-                for k, n in counts.items():
-                    lab = labels[k]
-                    if isinstance(lab, tuple):
-                        rows[lab] = rows.get(lab, 0) + n
-                    elif lab == IGNORED:
-                        res.ignored += n
-                    else:
-                        res.malformed += n
-                        if not res.malformed_sample:
-                            res.malformed_sample = " ".join(k[:4])
+        for table, counts in ((self.flows, res.counts), (self.retries, res.retried)):
+            if counts:
+                rows, ignored, malformed, bad = self.enricher.label_counts(counts)
+                res.ignored += ignored
+                res.malformed += malformed
+                if bad and not res.malformed_sample:
+                    res.malformed_sample = " ".join(bad[:4])
                 table.add_counts(rows.items())
         self.out.count_inputs(source, res.parsed, res.ignored, res.malformed)
         if res.malformed_sample:

@@ -9,6 +9,8 @@ from calico_lens.kube.metadata import MetadataStore
 from calico_lens.metrics.names import OVERFLOW
 from calico_lens.metrics.table import LabelTable
 from calico_lens.parse.prefix import PrefixInfo
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 class Clock:
@@ -136,6 +138,65 @@ def test_policy_verdicts() -> None:
     assert (unknown.policy, unknown.action) == ("gone", "unknown")
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32 - 1) | st.sampled_from(["0.0.0.0", "10.0.0.0", "127.255.255.255", "169.254.1.1",
+                                                     "172.15.255.255", "172.16.0.0", "192.0.0.9", "192.0.0.170",
+                                                     "198.17.255.255", "198.18.0.0", "255.255.255.255", "100.64.0.1"]))
+def test_external_addresses_are_classified_as_ipaddress_does(ip: int | str) -> None:
+    import ipaddress
+
+    from calico_lens.kube import endpoints as ep
+
+    addr = ipaddress.IPv4Address(ip)
+    want = "private" if addr.is_private or addr.is_loopback or addr.is_link_local else "public"
+    assert ep.external(str(addr)).kind == want
+    assert ep.normalise_ip(str(addr)) == str(addr)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.fixed_dictionaries(
+    {"action": st.sampled_from(["Log", "Allow", "Deny", "Pass"])},
+    optional={"protocol": st.sampled_from(["TCP", "UDP", "6", 17, "tcp"]),
+              "destination": st.fixed_dictionaries({"ports": st.lists(
+                  st.integers(1, 70) | st.sampled_from(["10:20", "30", "http", "5:x", 40]), max_size=3)})}),
+    max_size=8), st.sampled_from(["ingress", "egress", ""]), st.sampled_from(["tcp", "udp", "icmp"]))
+def test_port_verdicts_answer_every_port_as_the_rules_do(rules: list[dict], direction: str, protocol: str) -> None:
+    """One bisect per port (what a scan needs) gives what walking the rules gives, for every port."""
+    from calico_lens.kube.policies import PolicyIndex
+
+    nums = {"tcp": "6", "udp": "17", "icmp": "1"}
+
+    def walk(rs: list[dict], port: int) -> str | None:  # the first Log rule that matches: the rule after it
+        for i, r in enumerate(rs):
+            if r["action"] != "Log":
+                continue
+            want = r.get("protocol")
+            if want is not None and nums.get(str(want).lower(), str(want).lower()) != nums[protocol]:
+                continue
+            ports = (r.get("destination") or {}).get("ports")
+            if ports and port >= 0 and not any(
+                    p == port if isinstance(p, int) else
+                    (p.isdigit() and int(p) == port) or (":" in p and p.replace(":", "").isdigit()
+                                                         and int(p.split(":")[0]) <= port <= int(p.split(":")[1]))
+                    or not (p.isdigit() or p.replace(":", "").isdigit()) for p in ports):
+                continue
+            nxt = rs[i + 1]["action"].lower() if i + 1 < len(rs) else "unknown"
+            return nxt if nxt in ("allow", "deny", "pass") else "unknown"
+        return None
+
+    idx = PolicyIndex([("gnp", {"metadata": {"name": "p"}, "spec": {"ingress": rules, "egress": rules[::-1]}})])
+    info = PrefixInfo(kind="gnp", name="p")
+    table = idx.port_verdicts(info, idx.find(info), protocol, direction)
+    for port in range(-1, 75):
+        found = [(d, a) for d, rs in (("ingress", rules), ("egress", rules[::-1]))
+                 if direction in ("", d) and (a := walk(rs, port)) is not None]
+        got = table.at(port)
+        if len(found) == 1:
+            assert (got.action, got.direction) == (found[0][1], found[0][0]), port
+        else:
+            assert got.direction == "" and got.action == (found[0][1] if len({a for _, a in found}) == 1 else "unknown")
+
+
 def test_enrich_cache_eviction_keeps_every_line_of_the_batch() -> None:
     """A batch whose new keys overflow the cache used to read keys the eviction had just dropped
     (KeyError: the whole batch lost). Every line is still counted, and the cache stays bounded."""
@@ -151,6 +212,7 @@ def test_enrich_cache_eviction_keeps_every_line_of_the_batch() -> None:
     assert pipe.out.inputs[("file", "parsed")] == 304
     assert pipe.flows.total() == 304
     assert len(pipe.enricher._cache) <= 100 and pipe.enricher.evictions >= 1
+    assert all(len(c) <= 100 for c in pipe.enricher._caches)
 
 
 def test_forward_users_without_a_shared_key_is_a_configuration_error() -> None:

@@ -271,3 +271,25 @@ def test_syn_retries_told_from_the_same_packet_logged_twice() -> None:
     assert run([first, again], syn_retry_window=0) == (2, 0)  # switched off
     assert run([v6, v6]) == (2, 0)  # IPv6 has no IP ID: a resend cannot be told from a second log point
     assert run([first, again], syn_retry_max=1) == (1, 1)
+    # a SYN scan (nmap -sS) sends every probe from one source port: each port is a new flow
+    scan = [first.replace("DPT=80", f"DPT={p}") for p in range(1, 6)]
+    assert run(scan) == (5, 0)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(line_st, min_size=1, max_size=60), st.sampled_from(["calico-packet", "%k/%p", "calico|%t|%k|%n"]))
+def test_enrichment_caches_change_no_label(lines: list[str], template: str) -> None:
+    """Keys that share a span, a prefix or an address are labelled as if each were the first: a
+    cache that holds one entry (evicted all the time) and a roomy one give the same tables."""
+    from calico_lens.demo.cluster import snapshot
+
+    def tables(cache: int) -> tuple:
+        store = MetadataStore()
+        store.load_list(snapshot())
+        pipe = FlowPipeline(Config(log_prefix=template, enrich_cache_size=cache), store)
+        for ln in lines:
+            pipe.process("file", ln + "\n")
+        pipe.process("file", "\n".join(lines) + "\n")
+        return dict(pipe.flows.snapshot()), dict(pipe.retries.snapshot()), dict(pipe.out.inputs)
+
+    assert tables(1) == tables(50000)

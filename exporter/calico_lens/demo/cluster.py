@@ -226,6 +226,21 @@ class TrafficGenerator:
         return body
 
 
+def port_scan(count: int, start: int = 0) -> list[str]:
+    """A SYN scan from outside the cluster through the backend's ingress Log-then-Deny rule, as
+    /dev/kmsg hands it out: one source port, every line a new destination port (each sweep of all
+    ports from the next source address), so every line is a new flow."""
+    pod = BY_WORKLOAD["backend"][0]
+    prefix = _prefix("np", "shop", "default.backend-allow-frontend")
+    out = []
+    for n in range(start, start + count):
+        sweep, port = divmod(n, 65535)
+        out.append(f"4,{n},{n * 13},-;{prefix}IN=eth0 OUT={pod.iface} MAC=ee:ee:ee:ee:ee:ee:0a:58:0a:f4:01:0a:08:00 "
+                   f"SRC=198.51.{100 + sweep // 250}.{sweep % 250 + 1} DST={pod.ip} LEN=44 TOS=0x00 PREC=0x00 TTL=52 "
+                   f"ID={n % 65536} PROTO=TCP SPT=61000 DPT={port + 1} WINDOW=1024 RES=0x00 SYN URGP=0 ")
+    return out
+
+
 def _applies(policy: str, workload: str) -> bool:
     """Which workload a demo NetworkPolicy selects (its name says it)."""
     return policy.split(".", 1)[1].startswith(workload + "-")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
+import socket
 from typing import NamedTuple
 
 POD, HOST, SERVICE, NETWORKSET, PUBLIC, PRIVATE = "pod", "host", "service", "networkset", "public", "private"
@@ -16,18 +18,55 @@ class Endpoint(NamedTuple):
     pod: str = ""  # pod name, for pod-level granularity and deletion of pod series
 
 
+def ipv4_int(text: str) -> int | None:
+    """The value of a dotted-quad IPv4 address, or None. inet_pton takes exactly what ipaddress
+    takes (four decimal octets, no leading zeros), in a fraction of the time: enrichment meets a new
+    address with every new flow of a scan."""
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+    except (OSError, ValueError):
+        return None
+
+
 def normalise_ip(text: str) -> str | None:
     """Canonical text of an IP (the kernel prints IPv6 fully expanded); None if not an IP."""
+    if ipv4_int(text) is not None:
+        return text  # a dotted quad inet_pton takes is already canonical
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
         return None
 
 
+def _private_v4() -> tuple[list[int], list[int]]:
+    """Merged [start, end] ranges of the IPv4 space ``ipaddress`` calls private, loopback or
+    link-local (taken from it, so the answer is the same on every Python; a test holds it)."""
+    c = ipaddress.IPv4Address._constants  # type: ignore[attr-defined]
+    nets = [*c._private_networks, c._loopback_network, c._linklocal_network]
+    spans = sorted((int(n.network_address), int(n.broadcast_address)) for n in nets)
+    for n in getattr(c, "_private_networks_exceptions", []):  # Python ≥ 3.11.10: holes in the ranges
+        lo, hi = int(n.network_address), int(n.broadcast_address)
+        spans = [part for a, b in spans for part in ((a, min(b, lo - 1)), (max(a, hi + 1), b)) if part[0] <= part[1]]
+    merged: list[list[int]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return [a for a, _ in merged], [b for _, b in merged]
+
+
+_PRIVATE_STARTS, _PRIVATE_ENDS = _private_v4()
+_PRIVATE_EP, _PUBLIC_EP = Endpoint(PRIVATE, "", PRIVATE), Endpoint(PUBLIC, "", PUBLIC)
+
+
 def external(ip: str) -> Endpoint:
+    v4 = ipv4_int(ip)
+    if v4 is not None:
+        i = bisect.bisect_right(_PRIVATE_STARTS, v4) - 1
+        return _PRIVATE_EP if i >= 0 and v4 <= _PRIVATE_ENDS[i] else _PUBLIC_EP
     addr = ipaddress.ip_address(ip)
-    kind = PRIVATE if (addr.is_private or addr.is_loopback or addr.is_link_local) else PUBLIC
-    return Endpoint(kind, "", kind)
+    return _PRIVATE_EP if (addr.is_private or addr.is_loopback or addr.is_link_local) else _PUBLIC_EP
 
 
 def workload_of(pod: dict) -> str:

@@ -7,6 +7,7 @@ rules that could have matched the flow, and the action of the rule after each.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from calico_lens.metrics import names
@@ -14,6 +15,7 @@ from calico_lens.parse.prefix import GLOBAL_KINDS, PrefixInfo
 
 UNKNOWN = "unknown"
 _ACTIONS = {"allow": "allow", "deny": "deny", "pass": "pass"}
+_MAX_FOUND = 4096  # prefixes remembered (the enricher keeps as many heads)
 _PROTO_NUM = {"tcp": "6", "udp": "17", "icmp": "1", "icmpv6": "58", "sctp": "132", "udplite": "136"}
 
 
@@ -25,17 +27,68 @@ class PolicyVerdict:
     direction: str  # ingress | egress | "" when the policy does not tell
 
 
+@dataclass(frozen=True, slots=True)
+class _LogRule:
+    """A Log rule, ready to test a flow against, with the action of the rule after it (the verdict)."""
+
+    protocol: str | None  # protocol number as text ("6"), or None for any
+    ports: tuple[tuple[int, int], ...] | None  # destination port ranges, or None for any port
+    action: str
+
+    def matches(self, protocol: str, port: int) -> bool:
+        if self.protocol is not None and protocol and self.protocol != _PROTO_NUM.get(protocol, protocol):
+            return False
+        return self.ports is None or port < 0 or any(lo <= port <= hi for lo, hi in self.ports)
+
+
 @dataclass(slots=True)
 class _Policy:
     code: str
     namespace: str
     name: str
     tier: str
-    rules: dict[str, list[dict]]
+    rules: dict[str, list[_LogRule]]  # direction → its Log rules, in order
 
     @property
     def label(self) -> str:
         return names.policy_label(self.namespace, self.name)
+
+
+def _compile(rules: list[dict]) -> list[_LogRule]:
+    """The Log rules of one direction; the rule after each gives its verdict (Calico's Log-then-verdict
+    pattern: same match criteria, so its action is what happened to what was logged)."""
+    out = []
+    for i, rule in enumerate(rules):
+        if str(rule.get("action", "")).lower() != "log":
+            continue
+        nxt = rules[i + 1] if i + 1 < len(rules) else {}
+        want = rule.get("protocol")
+        w = None if want is None else str(want).lower()
+        out.append(_LogRule(None if w is None else _PROTO_NUM.get(w, w),
+                            _port_ranges((rule.get("destination") or {}).get("ports")),
+                            _ACTIONS.get(str(nxt.get("action", "")).lower(), UNKNOWN)))
+    return out
+
+
+def _port_ranges(ports: object) -> tuple[tuple[int, int], ...] | None:
+    """Port ranges of a rule's ``destination.ports``; None when any port may match (no ports, or a
+    named port, which cannot be checked here)."""
+    if not ports or not isinstance(ports, list):
+        return None
+    out = []
+    for spec in ports:
+        if isinstance(spec, int):
+            out.append((spec, spec))
+            continue
+        text = str(spec)
+        lo, sep, hi = text.partition(":")
+        if sep and lo.isdigit() and hi.isdigit():
+            out.append((int(lo), int(hi)))
+        elif not sep and text.isdigit():
+            out.append((int(text), int(text)))
+        else:
+            return None  # a named port or an odd range: assume it may match
+    return tuple(out)
 
 
 def _parse(code: str, obj: dict) -> _Policy:
@@ -43,13 +96,17 @@ def _parse(code: str, obj: dict) -> _Policy:
     spec = obj.get("spec") or {}
     ns = "" if code in GLOBAL_KINDS else meta.get("namespace", "") or ""
     tier = spec.get("tier") or "default"
-    rules = {d: [r for r in (spec.get(d) or []) if isinstance(r, dict)] for d in ("ingress", "egress")}
+    rules = {d: _compile([r for r in (spec.get(d) or []) if isinstance(r, dict)]) for d in ("ingress", "egress")}
     return _Policy(code, ns, meta.get("name", ""), tier, rules)
+
+
+_UNSET = object()
 
 
 class PolicyIndex:
     def __init__(self, entries: list[tuple[str, dict]]):
         self._all = [_parse(code, obj) for code, obj in entries]
+        self._found: dict[PrefixInfo, _Policy | None] = {}  # the policy of a prefix, once per prefix
 
     def __len__(self) -> int:
         return len(self._all)
@@ -73,51 +130,55 @@ class PolicyIndex:
         return hits[0] if len(hits) == 1 else None
 
     def verdict(self, info: PrefixInfo, protocol: str, port: str, direction: str) -> PolicyVerdict:
-        policy = self.find(info)
+        """What the policy a prefix names did to a flow."""
+        policy = self._found.get(info, _UNSET)
+        if policy is _UNSET:
+            if len(self._found) >= _MAX_FOUND:
+                self._found.clear()
+            policy = self._found[info] = self.find(info)
+        return self.port_verdicts(info, policy, protocol, direction).at(int(port) if port else -1)
+
+    def port_verdicts(self, info: PrefixInfo, policy: _Policy | None, protocol: str, direction: str) -> PortVerdicts:
+        """The verdicts of ``policy`` (``find(info)``) for every port of one protocol and direction: a
+        scan meets a new port with every flow, and this answers each with one bisect."""
         if policy is None:
             label = names.policy_label(info.namespace if info.name else "", info.name)
             if info.truncated and label:
                 label += "..."  # what the cut prefix still tells, marked as incomplete
-            return PolicyVerdict(label, info.tier, UNKNOWN, "")
-        found: list[tuple[str, str]] = []
-        for d, rules in policy.rules.items():
-            if direction and d != direction:
-                continue
-            # The first Log rule that matches logged the packet; the rule after it has the same
-            # match criteria in Calico's Log-then-verdict pattern, so its action is the verdict.
-            for i, rule in enumerate(rules):
-                if str(rule.get("action", "")).lower() == "log" and _rule_matches(rule, protocol, port):
-                    nxt = rules[i + 1] if i + 1 < len(rules) else {}
-                    found.append((d, _ACTIONS.get(str(nxt.get("action", "")).lower(), UNKNOWN)))
-                    break
+            return PortVerdicts([], [], PolicyVerdict(label, info.tier, UNKNOWN, ""))
         tier = info.tier or policy.tier
-        if len(found) == 1:
-            return PolicyVerdict(policy.label, tier, found[0][1], found[0][0])
-        actions = {a for _, a in found}
-        return PolicyVerdict(policy.label, tier, actions.pop() if len(actions) == 1 else UNKNOWN, "")
+        rules = [r for d, rs in policy.rules.items() if not direction or d == direction
+                 for r in rs if r.protocol is None or not protocol or r.protocol == _PROTO_NUM.get(protocol, protocol)]
+        # Ports where the answer may change: every range's ends; between two of them it cannot.
+        cuts = sorted({0, *(b for r in rules for lo, hi in r.ports or () for b in (lo, hi + 1))})
+
+        def decide(port: int) -> PolicyVerdict:
+            found: list[tuple[str, str]] = []
+            for d, rs in policy.rules.items():
+                if direction and d != direction:
+                    continue
+                # The first Log rule that matches logged the packet.
+                rule = next((r for r in rs if r.matches(protocol, port)), None)
+                if rule is not None:
+                    found.append((d, rule.action))
+            if len(found) == 1:
+                return PolicyVerdict(policy.label, tier, found[0][1], found[0][0])
+            actions = {a for _, a in found}
+            return PolicyVerdict(policy.label, tier, actions.pop() if len(actions) == 1 else UNKNOWN, "")
+
+        return PortVerdicts(cuts, [decide(c) for c in cuts], decide(-1))
 
 
-def _rule_matches(rule: dict, protocol: str, port: str) -> bool:
-    want = rule.get("protocol")
-    if want is not None and protocol:
-        w = str(want).lower()
-        if w != protocol and _PROTO_NUM.get(w, w) != _PROTO_NUM.get(protocol, protocol):
-            return False
-    ports = (rule.get("destination") or {}).get("ports")
-    if ports and port:
-        return any(_port_in(p, int(port)) for p in ports)
-    return True
+class PortVerdicts:
+    """Port → verdict for one policy, protocol and direction: constant between the cut ports."""
 
+    __slots__ = ("_cuts", "_no_port", "_verdicts")
 
-def _port_in(spec: object, port: int) -> bool:
-    if isinstance(spec, int):
-        return spec == port
-    text = str(spec)
-    if ":" in text:
-        lo, _, hi = text.partition(":")
-        if lo.isdigit() and hi.isdigit():
-            return int(lo) <= port <= int(hi)
-        return True
-    if text.isdigit():
-        return int(text) == port
-    return True  # a named port: cannot be checked here, assume it may match
+    def __init__(self, cuts: list[int], verdicts: list[PolicyVerdict], no_port: PolicyVerdict):
+        self._cuts, self._verdicts, self._no_port = cuts, verdicts, no_port
+
+    def at(self, port: int) -> PolicyVerdict:
+        """The verdict for a port (-1: a flow without one)."""
+        if port < 0 or not self._cuts:
+            return self._no_port
+        return self._verdicts[bisect.bisect_right(self._cuts, port) - 1]

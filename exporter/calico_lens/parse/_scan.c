@@ -187,13 +187,38 @@ static int syn_fields(P se, P ps, P pe, P de, P e, P *sp_s, P *sp_e, P *id_s, P 
     return 0;
 }
 
-/* FNV-1a (64 bit), continued over one more part after a NUL separator. The attempt id of a SYN is
- * fnv(head, NUL, span, NUL, source port), the same number kernel_log.attempt_id() computes. */
-#define FNV_OFFSET 14695981039346656037ULL
-#define FNV_PRIME 1099511628211ULL
-static unsigned long long fnv_more(unsigned long long h, P a, P ae) {
-    for (P p = a; p < ae; p++) { h ^= *p; h *= FNV_PRIME; }
+/* A 64-bit hash continued over one more part, eight bytes a step (kernel_log.attempt_id() calls
+ * it through attempt_id() below, so both paths name a connection attempt alike). */
+#define HASH_SEED 14695981039346656037ULL
+#define HASH_MUL 0x9E3779B97F4A7C15ULL
+static unsigned long long mix(unsigned long long h) {
+    h ^= h >> 31; h *= HASH_MUL; h ^= h >> 29;
     return h;
+}
+static unsigned long long hash_more(unsigned long long h, P a, P ae) {
+    size_t n = (size_t)(ae - a);
+    while (n >= 8) {
+        unsigned long long w;
+        memcpy(&w, a, 8);
+        h = (h ^ w) * HASH_MUL;
+        h ^= h >> 32;
+        a += 8; n -= 8;
+    }
+    unsigned long long w = 0;
+    memcpy(&w, a, n);
+    return mix((h ^ w ^ ((unsigned long long)n << 56)) * HASH_MUL);
+}
+
+/* attempt_id(head, span, proto, dport, sport) (Latin-1 bytes): what scan() names a SYN's connection
+ * attempt by: its raw key and its source port. */
+static PyObject *attempt_id(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *x[5]; Py_ssize_t n[5];
+    if (!PyArg_ParseTuple(args, "y#y#y#y#y#", &x[0], &n[0], &x[1], &n[1], &x[2], &n[2], &x[3], &n[3], &x[4], &n[4]))
+        return NULL;
+    unsigned long long v = HASH_SEED;
+    for (int i = 0; i < 5; i++) v = hash_more(v, (P)x[i], (P)x[i] + n[i]);
+    return PyLong_FromUnsignedLongLong(v);
 }
 
 /*
@@ -211,7 +236,7 @@ typedef struct {
 } SynTracker;
 
 static SynSlot *syn_find(SynSlot *t, Py_ssize_t cap, unsigned long long a) {
-    size_t i = (size_t)(a * FNV_PRIME) & (size_t)(cap - 1);
+    size_t i = (size_t)mix(a) & (size_t)(cap - 1);
     while (t[i].used && t[i].attempt != a) i = (i + 1) & (size_t)(cap - 1);
     return &t[i];
 }
@@ -394,16 +419,14 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         lines++;
         P hs, he, ss, se, ps, pe, ds, de;
         if (parse_line(s, e, &hs, &he, &ss, &se, &ps, &pe, &ds, &de)) {
-            unsigned long long hk = fnv_more(FNV_OFFSET, hs, he) * FNV_PRIME;
-            hk = fnv_more(hk, ss, se) * FNV_PRIME;
-            unsigned long long h = fnv_more(fnv_more(hk, ps, pe) * FNV_PRIME, ds, de);
+            unsigned long long h = hash_more(hash_more(hash_more(hash_more(HASH_SEED, hs, he), ss, se), ps, pe), ds, de);
             Py_ssize_t k = batch_slot(&b, h, hs, he, ss, se, ps, pe, ds, de);
             if (k < 0) goto nomem;
             b.slots[k].n++;
             P sps, spe, ids, ide;
             unsigned long long id;
             if (tracker != Py_None && syn_fields(se, ps, pe, de, e, &sps, &spe, &ids, &ide) &&
-                ip_id_value(ids, ide, &id) && batch_syn(&b, k, fnv_more(hk, sps, spe), id) < 0)
+                ip_id_value(ids, ide, &id) && batch_syn(&b, k, hash_more(h, sps, spe), id) < 0)
                 goto nomem;
         } else if (find(s, e, ": policy ")) {
             batch_free(&b);
@@ -526,6 +549,7 @@ static PyObject *flow_fields(PyObject *self, PyObject *arg) {
 
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS, "scan(text, tracker, now) -> (counts, retried, lines, ignored, malformed, sample, dns)"},
+    {"attempt_id", attempt_id, METH_VARARGS, "attempt_id(head, span, proto, dport, sport) -> the id scan() gives a SYN"},
     {"flow_fields", flow_fields, METH_O, "flow_fields(raw FlowUpdate) -> (key, start, end, 7 counters) or None"},
     {NULL, NULL, 0, NULL},
 };

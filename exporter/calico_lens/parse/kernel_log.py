@@ -73,14 +73,19 @@ _EBPF_HEAD = re.compile(r"(?:^|\s)((?:[^\s:]|:(?! ))*: )\Z")
 _SYN_FLAGS_RX = re.compile(r"RES=0x[0-9a-fA-F]+ ((?:[A-Z]+ )*)URGP=")
 _ID_RX = re.compile(r" ID=(\d+)")
 _SPT_RX = re.compile(r" SPT=(\d+) DPT=")
-Syn = tuple[RawKey, int, int]  # (raw key, attempt id: FNV-1a of head, span and source port, IP ID)
+Syn = tuple[RawKey, int, int]  # (raw key, attempt id: a hash of the raw key and the source port, IP ID)
 _FNV_OFFSET, _FNV_PRIME, _MASK = 14695981039346656037, 1099511628211, (1 << 64) - 1
 
 
-def attempt_id(head: str, span: str, sport: str) -> int:
-    """FNV-1a (64 bit) of head, NUL, span, NUL, source port: what the C scanner computes."""
+def attempt_id(key: RawKey, sport: str) -> int:
+    """A connection attempt's id, from its raw key (a scan's probes differ in the port only) and
+    source port: the C scanner's hash where it is built (so that a SYN read by either path meets the
+    same tracker entry), FNV-1a without it."""
+    parts = (*key[:4], sport)
+    if _scan is not None:
+        return _scan.attempt_id(*(part.encode("latin-1", "replace") for part in parts))
     h = _FNV_OFFSET
-    for b in "\0".join((head, span, sport)).encode("latin-1", "replace"):
+    for b in "\0".join(parts).encode("latin-1", "replace"):
         h = ((h ^ b) * _FNV_PRIME) & _MASK
     return h
 
@@ -266,7 +271,8 @@ def _syn(line: str, m: re.Match[str], res: ParseResult) -> None:
         return  # an IP ID is 16 bits
     tokens = flags.group(1).split()
     if "SYN" in tokens and "ACK" not in tokens:
-        res.syns.append(((head, span, proto, dport, ""), attempt_id(head, span, sport.group(1)), int(ip_id.group(1))))
+        key = (head, span, proto, dport, "")
+        res.syns.append((key, attempt_id(key, sport.group(1)), int(ip_id.group(1))))
 
 
 def _strip_brackets(addr: str) -> str:

@@ -36,7 +36,7 @@ class LineBatcher:
             return ""
         self._buf = buf[cut + 1 :]
         self._check_long()
-        return buf[: cut + 1].decode("utf-8", errors="replace")
+        return str(memoryview(buf)[: cut + 1], "utf-8", "replace")  # decoded in place, not copied first
 
     def _check_long(self) -> None:
         if len(self._buf) > self.max_line:
