@@ -38,6 +38,14 @@ _BAD_ADDRESS = "bad address"
 Side = tuple[str, str, str]
 
 
+def _protocol(proto: str) -> str:
+    """The protocol label of a PROTO= value, or MALFORMED."""
+    protocol = PROTOCOLS.get(proto) or proto.lower()
+    if not protocol.replace("-", "").isalnum() or (protocol.isdigit() and int(protocol) > 255):
+        return MALFORMED  # an IP protocol number is one byte
+    return protocol
+
+
 def _port(dport: str) -> int | None:
     """The number of a DPT= value, or None when it is not a 16-bit port (-5, 65536, 32 digits)."""
     if dport.isascii() and dport.isdigit() and len(dport) <= 5:
@@ -64,7 +72,8 @@ class _Bounded(dict):
 
 
 class _Part(NamedTuple):
-    """What a key tells apart from its port: a scan's keys share all of it."""
+    """What a key tells apart from its port: a scan's keys share all of it. Built as a plain tuple of
+    this layout (a NamedTuple costs a Python-level call per new key)."""
 
     sides: tuple[str, ...]  # source and destination (namespace, workload, kind)
     protocol: str
@@ -74,7 +83,7 @@ class _Part(NamedTuple):
     action: str  # the line's own verdict (eBPF), else ""
 
 
-LabelCounts = tuple[dict[tuple[str, ...], int], int, int, "RawKey | None"]
+LabelCounts = tuple[list[tuple[tuple[str, ...], int]], int, int, "RawKey | None"]
 
 
 class Enricher:
@@ -83,14 +92,14 @@ class Enricher:
         self.store = store
         self.matcher = PrefixMatcher(cfg.log_prefix)
         size = max(cfg.enrich_cache_size, 1)
-        self._cache = _Bounded(size)  # raw key → labels | IGNORED | MALFORMED
         self._parts = _Bounded(size)  # (head, span, proto, verdict) → _Part | IGNORED | MALFORMED
         self._heads = _Bounded(_MAX_HEADS)  # head → (PrefixInfo | None, its policy) (heads may carry stamps)
-        self._spans = _Bounded(size)  # span → (direction, source side, destination side) | MALFORMED | _BAD_ADDRESS
-        self._ips = _Bounded(size)  # address text → (canonical address, endpoint) | None
+        self._spans = _Bounded(size)  # span → (direction, source side + destination side) | MALFORMED | _BAD_ADDRESS
+        self._ips = _Bounded(size)  # address text → (source side, destination side) | _BAD_ADDRESS
+        self._protocols = _Bounded(1024)  # PROTO= text → protocol label | MALFORMED
         self._verdicts = _Bounded(size)  # (head, protocol, direction) → PortVerdicts
         self._ports = _Bounded(1 << 17)  # DPT= text → number | None
-        self._caches = (self._cache, self._parts, self._heads, self._spans, self._ips, self._verdicts)
+        self._caches = (self._protocols, self._parts, self._heads, self._spans, self._ips, self._verdicts)
         self._gen = -1
 
     @property
@@ -98,21 +107,20 @@ class Enricher:
         return sum(c.evicted for c in self._caches) + self._ports.evicted
 
     def label_counts(self, counts: dict[RawKey, int]) -> LabelCounts:
-        """Sum the lines of raw keys per label set: (rows, ignored lines, malformed lines, a malformed key)."""
+        """The label set of each raw key: ([(labels, lines)], ignored lines, malformed lines, a malformed key).
+        Label sets may repeat in the list: the table adds them (one hash per key, not three)."""
         if self._gen != self.store.generation:
             for c in self._caches:
                 c.clear()
             self._gen = self.store.generation
-        cache, labels_of = self._cache, self._labels
-        rows: dict[tuple[str, ...], int] = {}
+        labels_of = self._labels
+        rows: list[tuple[tuple[str, ...], int]] = []
         ignored = malformed = 0
         bad = None
         for k, n in counts.items():
-            lab = cache.get(k)
-            if lab is None:
-                lab = cache.put(k, labels_of(k))
+            lab = labels_of(k)
             if lab.__class__ is tuple:
-                rows[lab] = rows.get(lab, 0) + n  # type: ignore[index]
+                rows.append((lab, n))  # type: ignore[arg-type]
             elif lab is IGNORED:
                 ignored += n
             else:
@@ -125,7 +133,7 @@ class Enricher:
         out = {}
         for k in keys:
             rows, ignored, _, _ = self.label_counts({k: 1})
-            out[k] = next(iter(rows)) if rows else IGNORED if ignored else MALFORMED
+            out[k] = rows[0][0] if rows else IGNORED if ignored else MALFORMED
         return out
 
     def _labels(self, key: RawKey) -> tuple[str, ...] | str:
@@ -136,17 +144,18 @@ class Enricher:
             part = self._parts.put(pkey, self._part(head, span, proto, verdict))
         if part.__class__ is str:
             return part  # type: ignore[return-value]
+        sides, protocol, ported, direction, verdicts, action = part
         if dport:
             n = self._ports.get(dport, -2)
             if n == -2:
                 n = self._ports.put(dport, _port(dport))
             if n is None:
                 return MALFORMED
+        if ported and dport:
+            v = verdicts.at(n)
         else:
-            n = -1
-        v = part.verdicts.at(n if part.ported else -1)
-        return (*part.sides, dport if part.ported else "", part.protocol, part.action or v.action, v.policy, v.tier,
-                part.direction or v.direction or "unknown")
+            dport, v = "", verdicts.no_port
+        return (*sides, dport, protocol, action or v.action, v.policy, v.tier, direction or v.direction or "unknown")
 
     def _part(self, head: str, span: str, proto: str, verdict: str) -> _Part | str:
         store = self.store
@@ -166,34 +175,42 @@ class Enricher:
             info = _NO_PREFIX
         if sides is _BAD_ADDRESS:
             return MALFORMED
-        protocol = PROTOCOLS.get(proto) or proto.lower()
-        if not protocol.replace("-", "").isalnum() or (protocol.isdigit() and int(protocol) > 255):
-            return MALFORMED  # an IP protocol number is one byte
-        direction, s_side, d_side = sides
+        protocol = self._protocols.get(proto)
+        if protocol is None:
+            protocol = self._protocols.put(proto, _protocol(proto))
+        if protocol is MALFORMED:
+            return MALFORMED
+        direction, both = sides
         vkey = (head, protocol, direction)
         verdicts = self._verdicts.get(vkey)
         if verdicts is None:
             verdicts = self._verdicts.put(vkey, store.policies().port_verdicts(info, policy, protocol, direction))
-        return _Part((*s_side, *d_side), protocol, protocol in _PORTED, direction, verdicts, verdict)
+        return (both, protocol, protocol in _PORTED, direction, verdicts, verdict)  # a _Part (a plain tuple is quicker)
 
-    def _span(self, span: str, index) -> tuple[str, Side, Side] | str:
-        """What a span tells, once per distinct span: (direction, source side, destination side)."""
+    def _span(self, span: str, index) -> tuple[str, tuple[str, ...]] | str:
+        """What a span tells, once per distinct span: (direction, source side + destination side)."""
         parts = split_span(span, self.cfg.interface_prefix)
         if parts is None:
             return MALFORMED
         in_if, out_if, src, dst = parts
-        s, d = self._ip(src, index), self._ip(dst, index)
-        if s is None or d is None:
+        ips = self._ips
+        s = ips.get(src) or ips.put(src, self._ip(src, index))
+        d = ips.get(dst) or ips.put(dst, self._ip(dst, index))
+        if s is _BAD_ADDRESS or d is _BAD_ADDRESS:
             return _BAD_ADDRESS
-        return (self._direction(in_if, out_if), self._side(s[1], s[0], self.cfg.source_granularity),
-                self._side(d[1], d[0], self.cfg.destination_granularity))
+        return self._direction(in_if, out_if), s[0] + d[1]
 
-    def _ip(self, text: str, index) -> tuple[str, Endpoint] | None:
-        got = self._ips.get(text, self)
-        if got is self:
+    def _ip(self, text: str, index) -> tuple[Side, Side] | str:
+        """An address's (source side, destination side), or _BAD_ADDRESS."""
+        v4 = ep.ipv4_int(text)
+        if v4 is not None:
+            norm, e = text, index.lookup(text, v4)
+        else:
             norm = ep.normalise_ip(text)
-            got = self._ips.put(text, None if norm is None else (norm, index.lookup(norm)))
-        return got  # type: ignore[return-value]
+            if norm is None:
+                return _BAD_ADDRESS
+            e = index.lookup(norm)
+        return (self._side(e, norm, self.cfg.source_granularity), self._side(e, norm, self.cfg.destination_granularity))
 
     def _direction(self, in_if: str, out_if: str) -> str:
         """Ingress or egress of the local workload, from which side its cali* interface is on."""

@@ -117,7 +117,7 @@ class FlowPipeline:
                 res.malformed += malformed
                 if bad and not res.malformed_sample:
                     res.malformed_sample = " ".join(bad[:4])
-                table.add_counts(rows.items())
+                table.add_counts(rows)
         self.out.count_inputs(source, res.parsed, res.ignored, res.malformed)
         if res.malformed_sample:
             log.debug("malformed flow line from %s: %s", source, res.malformed_sample)

@@ -60,8 +60,9 @@ _PRIVATE_STARTS, _PRIVATE_ENDS = _private_v4()
 _PRIVATE_EP, _PUBLIC_EP = Endpoint(PRIVATE, "", PRIVATE), Endpoint(PUBLIC, "", PUBLIC)
 
 
-def external(ip: str) -> Endpoint:
-    v4 = ipv4_int(ip)
+def external(ip: str, v4: int | None = None) -> Endpoint:
+    if v4 is None:
+        v4 = ipv4_int(ip)
     if v4 is not None:
         i = bisect.bisect_right(_PRIVATE_STARTS, v4) - 1
         return _PRIVATE_EP if i >= 0 and v4 <= _PRIVATE_ENDS[i] else _PUBLIC_EP

@@ -27,17 +27,18 @@ class IPIndex:
         self._nets = sorted(nets, key=lambda n: n[0].prefixlen, reverse=True)
         self._v4 = [(int(n.network_address), int(n.netmask), e) for n, e in self._nets if n.version == 4]
 
-    def lookup(self, ip: str) -> Endpoint:
-        """The endpoint of a canonical IP (``normalise_ip``)."""
+    def lookup(self, ip: str, v4: int | None = None) -> Endpoint:
+        """The endpoint of a canonical IP (``normalise_ip``); ``v4``: its value, when the caller has it."""
         hit = self._exact.get(ip)
         if hit is not None:
             return hit
-        v4 = ep.ipv4_int(ip)
+        if v4 is None:
+            v4 = ep.ipv4_int(ip)
         if v4 is not None:  # integers, not ipaddress objects: a scan brings a new address per flow
             for net, mask, endpoint in self._v4:
                 if v4 & mask == net:
                     return endpoint
-            return ep.external(ip)
+            return ep.external(ip, v4)
         addr = ipaddress.ip_address(ip)
         for net, endpoint in self._nets:
             if addr.version == net.version and addr in net:

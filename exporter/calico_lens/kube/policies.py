@@ -172,13 +172,14 @@ class PolicyIndex:
 class PortVerdicts:
     """Port → verdict for one policy, protocol and direction: constant between the cut ports."""
 
-    __slots__ = ("_cuts", "_no_port", "_verdicts")
+    __slots__ = ("_cuts", "_verdicts", "no_port")
 
     def __init__(self, cuts: list[int], verdicts: list[PolicyVerdict], no_port: PolicyVerdict):
-        self._cuts, self._verdicts, self._no_port = cuts, verdicts, no_port
+        self._cuts, self._verdicts = cuts or [0], verdicts or [no_port]
+        self.no_port = no_port  # for a flow without a port
 
     def at(self, port: int) -> PolicyVerdict:
         """The verdict for a port (-1: a flow without one)."""
-        if port < 0 or not self._cuts:
-            return self._no_port
+        if port < 0:
+            return self.no_port
         return self._verdicts[bisect.bisect_right(self._cuts, port) - 1]

@@ -377,6 +377,19 @@ static int batch_syn(Batch *b, Py_ssize_t slot, unsigned long long attempt, unsi
 
 static void batch_free(Batch *b) { PyMem_Free(b->index); PyMem_Free(b->slots); PyMem_Free(b->syns); }
 
+/* The str of the last key part made at one position, reused while the next key's part is equal. */
+typedef struct { P s, e; PyObject *obj; } Part;
+static PyObject *part_str(Part *c, PyObject *text, P base, P s, P e) {
+    if (!c->obj || !same(c->s, c->e, s, e)) {
+        PyObject *o = PyUnicode_Substring(text, s - base, e - base);
+        if (!o) return NULL;
+        Py_XDECREF(c->obj);
+        c->obj = o; c->s = s; c->e = e;
+    }
+    return c->obj;
+}
+static void parts_free(Part *p) { for (int i = 0; i < 3; i++) Py_CLEAR(p[i].obj); }
+
 /* The IP ID of a SYN as _syn() takes it: 1 to 5 digits, at most 65535. */
 static int ip_id_value(P s, P e, unsigned long long *out) {
     if (e - s > 5) return 0;
@@ -449,12 +462,16 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     empty = PyUnicode_New(0, 0);
     sample = bad_s ? PyUnicode_Substring(arg, bad_s - base, bad_e - base) : PyUnicode_New(0, 0);
     if (!counts || !retried || !empty || !sample) goto fail;
+    /* Keys of a scan share their head, span and protocol: one str object for each run of equal parts
+     * (Python caches a str's hash in it, so every later tuple and dict hashes them for free). */
+    Part parts[3] = {{0}};
     for (Py_ssize_t i = 0; i < b.n; i++) {
         KeySlot *k = &b.slots[i];
-        PyObject *key = Py_BuildValue(
-            "(NNNNO)", PyUnicode_Substring(arg, k->hs - base, k->he - base), PyUnicode_Substring(arg, k->ss - base, k->se - base),
-            PyUnicode_Substring(arg, k->ps - base, k->pe - base), PyUnicode_Substring(arg, k->ds - base, k->de - base), empty);
-        if (!key) goto fail;
+        PyObject *h = part_str(&parts[0], arg, base, k->hs, k->he), *sp = part_str(&parts[1], arg, base, k->ss, k->se),
+                 *pr = part_str(&parts[2], arg, base, k->ps, k->pe);
+        PyObject *key = (h && sp && pr) ? Py_BuildValue("(OOONO)", h, sp, pr, PyUnicode_Substring(arg, k->ds - base, k->de - base), empty)
+                                         : NULL;
+        if (!key) { parts_free(parts); goto fail; }
         int rc = 0;
         Py_ssize_t flows = k->n - k->retried;
         if (flows) {
@@ -468,8 +485,9 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             Py_XDECREF(v);
         }
         Py_DECREF(key);
-        if (rc < 0) goto fail;
+        if (rc < 0) { parts_free(parts); goto fail; }
     }
+    parts_free(parts);
     batch_free(&b);
     Py_DECREF(empty);
     return Py_BuildValue("(NNnnnNO)", counts, retried, lines, ignored, malformed, sample, dns ? Py_True : Py_False);
