@@ -266,6 +266,8 @@ def test_every_cli_flag_that_names_a_setting_reaches_the_config() -> None:
     ("kind: List\nitems: [{kind: Pod, metadata: 5}]\n", "item 0 is not a Kubernetes object"),
     ("[1, 2]\n", "must hold a Kubernetes List"),
     ("a: [\n", "is not valid YAML"),
+    ('{"kind": "List", "items": [\n', "is not valid JSON"),
+    ("[" * 100000, "is not valid JSON"),
 ])
 def test_a_bad_snapshot_is_a_one_line_configuration_error(body: str, message: str, tmp_path) -> None:
     from tests.helpers import run_cli
@@ -275,3 +277,24 @@ def test_a_bad_snapshot_is_a_one_line_configuration_error(body: str, message: st
     p = run_cli("replay", "--snapshot", str(snap), "/dev/null", check=False)
     err = p.stderr.decode()
     assert p.returncode == 2 and message in err and "Traceback" not in err, err
+
+
+def test_a_json_snapshot_loads_as_its_yaml_does(tmp_path) -> None:
+    """kubectl get -o json is the quick form of a snapshot (the stdlib reads it); it must mean what the
+    same objects in YAML mean."""
+    import json
+
+    import yaml
+    from calico_lens.agent import load_snapshot
+    from calico_lens.demo.cluster import snapshot
+
+    (tmp_path / "c.json").write_text(json.dumps(snapshot(), indent=1))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(snapshot()))
+    stores = []
+    for name in ("c.json", "c.yaml"):
+        store = MetadataStore()
+        assert load_snapshot(store, str(tmp_path / name)) == len(snapshot()["items"])
+        stores.append(store)
+    assert stores[0].all_objects() == stores[1].all_objects()
+    assert stores[0].index().lookup("10.244.1.20") == stores[1].index().lookup("10.244.1.20") != \
+        MetadataStore().index().lookup("10.244.1.20")
