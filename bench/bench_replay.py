@@ -1,6 +1,8 @@
 """Throughput and memory of the flow pipeline, against mtail on the same file in the same run.
 
-Prints figures; asserts nothing (speed lives here, not in tests).
+Prints figures; asserts nothing (speed lives here, not in tests). Steady-state figures are CPU time
+of the pipeline alone (file read, decode, parse, enrich, count), best of three, without process
+start-up; the replay figures include start-up.
 
     .venv/bin/python bench/bench_replay.py [--lines 500000] [--distinct 10000000] [--series 50000]
 """
@@ -51,6 +53,97 @@ def make_corpus(path: Path, lines: int, wrapper: str) -> None:
             left -= n
 
 
+def steady(label: str, corpus: Path, snap: Path | None, target: str) -> None:
+    """Lines per CPU second through the pipeline from a file, start-up excluded: best of three."""
+    from calico_lens.agent import Agent, load_snapshot
+    from calico_lens.config import Config
+    from calico_lens.sources.tail import read_to_end
+
+    best = 0.0
+    for _ in range(3):
+        agent = Agent(Config(log_prefix=LOG_PREFIX, max_series=200_000))
+        if snap is not None:
+            load_snapshot(agent.store, str(snap))
+        t0 = time.process_time()
+        read_to_end(str(corpus), agent.pipeline.process, agent._error, "file")
+        dt = time.process_time() - t0
+        lines = sum(agent.pipeline.out.inputs.values())
+        best = max(best, lines / dt)
+    print(f"steady state, {label}: {best:,.0f} lines/s per core ({lines:,} lines, "
+          f"{len(agent.pipeline.flows):,} series) (target {target})")
+
+
+def bench_new_flows(lines: int, work: Path) -> None:
+    """Every line a new flow: a SYN scan through a Log rule (a new port each line), and a flood from
+    a new source address each line."""
+    import yaml
+    from calico_lens.demo.cluster import port_scan
+
+    snap = work / "cluster.yaml"
+    snap.write_text(yaml.safe_dump(snapshot()))
+    scan = work / "scan.log"
+    with scan.open("w") as fh:
+        for start in range(0, lines, 50000):
+            fh.write("\n".join(port_scan(min(50000, lines - start), start)) + "\n")
+    steady("every line a new flow (port scan)", scan, snap, "≥ 300k")
+    flood = work / "flood.log"
+    gen = TrafficGenerator(seed=3, distinct=True, wrapper="bare")
+    with flood.open("w") as fh:
+        for start in range(0, lines, 50000):
+            fh.write("\n".join(gen.lines(min(50000, lines - start))) + "\n")
+    steady("every line a new source address", flood, snap, "≥ 300k")
+
+
+def bench_snapshot(pods: int, work: Path) -> None:
+    """Load a snapshot of ``pods`` pods shaped as kubectl prints them, as JSON and as YAML."""
+    import json
+
+    import yaml
+    from calico_lens.agent import load_snapshot
+    from calico_lens.kube.metadata import MetadataStore
+
+    doc = {"apiVersion": "v1", "kind": "List", "items": [_pod(i) for i in range(pods)]}
+    for form, text in (("json", json.dumps(doc)), ("yaml", yaml.safe_dump(doc))):
+        path = work / f"snapshot.{form}"
+        path.write_text(text)
+        store = MetadataStore()
+        t0 = time.process_time()
+        load_snapshot(store, str(path))
+        store.index()
+        dt = time.process_time() - t0
+        print(f"snapshot of {pods:,} pods ({form}, {len(text) / 1e6:.0f} MB) loaded and indexed in {dt:.2f} s "
+              f"(target < 1 s)")
+
+
+def _pod(i: int) -> dict:
+    """A pod as `kubectl get pods -o json` shows one (without managedFields)."""
+    ns, dep, h = f"ns{i % 50}", f"app{i % 700}", "7d4b9c6f5"
+    ip = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+    when = "2026-11-20T10:00:00Z"
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": f"{dep}-{h}-{i:05x}", "namespace": ns, "uid": f"0b7c3e9a-1c2d-4e5f-8a9b-{i:012d}",
+                     "resourceVersion": str(100000 + i), "creationTimestamp": when,
+                     "labels": {"app": dep, "pod-template-hash": h, "team": f"t{i % 9}"},
+                     "annotations": {"cni.projectcalico.org/podIP": f"{ip}/32"},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{dep}-{h}",
+                                          "uid": "u", "controller": True, "blockOwnerDeletion": True}]},
+        "spec": {"nodeName": f"node-{i % 200}", "serviceAccountName": "default",
+                 "containers": [{"name": "main", "image": f"registry.example.com/{dep}:1.2.3",
+                                 "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                                 "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                               "limits": {"memory": "256Mi"}}}]},
+        "status": {"phase": "Running", "hostIP": "192.168.0.1", "podIP": ip, "podIPs": [{"ip": ip}],
+                   "qosClass": "Burstable", "startTime": when,
+                   "conditions": [{"type": t, "status": "True", "lastTransitionTime": when}
+                                  for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")],
+                   "containerStatuses": [{"name": "main", "ready": True, "restartCount": 0, "started": True,
+                                          "image": f"registry.example.com/{dep}:1.2.3",
+                                          "imageID": "sha256:" + "a" * 64, "containerID": "containerd://" + "b" * 64,
+                                          "state": {"running": {"startedAt": when}}}]},
+    }
+
+
 def bench_throughput(lines: int, work: Path, wrapper: str) -> None:
     import yaml
 
@@ -65,6 +158,7 @@ def bench_throughput(lines: int, work: Path, wrapper: str) -> None:
     ours = run_and_report("calico-lens replay", cli, lines, "(enrichment included, process start included)")
     if ours is None:
         return
+    steady(f"repeating flows ({wrapper})", corpus, snap, "≥ 1M")
     if shutil.which("mtail") is None:
         print("mtail: not installed (make setup installs it); no ratio")
         return
@@ -144,11 +238,14 @@ def main() -> None:
     ap.add_argument("--distinct", type=int, default=10_000_000, help="distinct flows for the memory run (0: skip)")
     ap.add_argument("--cap", type=int, default=20_000, help="series cap in the memory run")
     ap.add_argument("--series", type=int, default=50_000)
+    ap.add_argument("--pods", type=int, default=10_000, help="pods in the snapshot-load run")
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="cl-bench-") as d:
         for wrapper in ("kmsg", "syslog"):
             bench_throughput(args.lines, Path(d), wrapper)
+        bench_new_flows(args.lines, Path(d))
+        bench_snapshot(args.pods, Path(d))
     bench_scrape(args.series)
     if args.distinct:
         bench_memory(args.distinct, args.cap)
