@@ -110,49 +110,100 @@ def _records_to_text_careful(entries: list[Any]) -> tuple[str, int, int]:
 
 ENTRY_BATCH = 20_000  # entries turned into lines at a time: a chunk is never held whole as Python objects
 PIECE = 1 << 20  # bytes decompressed (or fed to the unpacker) at a time
+HOLD_BYTES = 8 << 20  # lines of one chunk kept while it is checked; a bigger chunk is decoded twice instead
 
 
-def packed_text(data: bytes, gz: bool, max_decompressed: int, max_entries: int) -> tuple[list[str], int]:
-    """(lines in batches, records without a line) of a PackedForward stream (or a msgpack body), decoded
-    incrementally: memory grows with the lines, not with the number of entries, and an entry or
-    gzip member cut short refuses the whole chunk (never a partial count)."""
+class Chunk:
+    """The lines of one chunk (or body), proven whole before any is handed out: (lines, records
+    without a line) batch by batch. A chunk whose lines fit in HOLD_BYTES keeps them from the one
+    decode that checked it; a bigger one was only checked, and is decoded again as it is handed out,
+    so memory per chunk stays near HOLD_BYTES whatever the chunk holds."""
+
+    def __init__(self, parts: list[str] | None, ignored: int = 0,
+                 again: Callable[[], Iterator[tuple[str, int]]] | None = None):
+        self._parts, self._ignored, self._again = parts, ignored, again
+
+    def batches(self) -> Iterator[tuple[str, int]]:
+        if self._parts is None:
+            assert self._again is not None
+            yield from self._again()
+            return
+        parts, ignored = self._parts, self._ignored
+        while parts:
+            yield parts.pop(0), ignored  # popped: counted text is freed at once
+            ignored = 0
+
+
+def _entries(data: bytes, gz: bool, max_decompressed: int) -> Iterator[Any]:
+    """The entries of a PackedForward stream, decoded a piece at a time; FrameError for bad msgpack,
+    bad gzip or an entry cut short."""
     # The entries' times are never read, so EventTime (ext type 0) is turned into the cheapest
     # object a C-level two-argument constructor makes: a Python ext_hook per record cost ~1 µs.
     # raw=True keeps strings as bytes: the lines are decoded once per batch, not once per record.
     unpacker = msgpack.Unpacker(raw=True, strict_map_key=False, ext_hook=slice, max_buffer_size=4 * PIECE)
-    parts: list[str] = []
-    ignored = entries = fed = 0
-    batch: list[Any] = []
-
-    def flush() -> None:
-        nonlocal ignored
-        text, _, skipped = records_to_text(batch)
-        parts.append(text)
-        ignored += skipped
-        batch.clear()
-
     try:
         for piece in (_gunzip_pieces(data, max_decompressed) if gz else _slices(data)):
             unpacker.feed(piece)
-            fed += len(piece)
-            for e in unpacker:
-                batch.append(e)
-                if len(batch) >= ENTRY_BATCH:
-                    entries += len(batch)
-                    if entries > max_entries:
-                        raise FrameError(f"chunk holds more than {max_entries} entries")
-                    flush()
-    except FrameError:
-        raise
+            yield from unpacker
     except (ValueError, TypeError, msgpack.UnpackException) as e:  # TypeError: an unhashable map key
         raise FrameError(f"packed entries are not msgpack: {e}") from None
-    if unpacker.tell() != fed:  # the last entry is cut: refuse the chunk, never ack a part of it
-        raise FrameError(f"packed entries end in an entry cut short ({fed - unpacker.tell()} bytes left)")
-    entries += len(batch)
-    if entries > max_entries:
-        raise FrameError(f"chunk holds more than {max_entries} entries")
-    flush()
-    return parts, ignored  # batches, not one joined string: joining would hold the text twice
+    # Was the last entry cut? tell() cannot say: the unpacker takes in a partial container. A nil byte
+    # fed now reads back as a lone None only at an entry boundary; mid-entry it completes (or stays
+    # inside) the partial entry. Refuse the chunk then, never ack a part of it.
+    unpacker.feed(b"\xc0")
+    try:
+        tail = list(unpacker)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        tail = []
+    if tail != [None]:
+        raise FrameError("packed entries end in an entry cut short")
+
+
+def _batches(entries: Iterator[Any]) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for e in entries:
+        batch.append(e)
+        if len(batch) >= ENTRY_BATCH:
+            yield batch
+            batch = []
+    yield batch
+
+
+def checked_chunk(entries: Callable[[], Iterator[Any]], max_entries: int, hold: int = HOLD_BYTES) -> Chunk:
+    """The lines of the entries ``entries()`` yields, decoded incrementally: memory grows with at most
+    ``hold`` bytes of lines, not with the number of entries, and an entry or gzip member cut short, a
+    bad entry or too many entries refuse the whole chunk (FrameError: never a partial count)."""
+    parts: list[str] | None = []
+    ignored = count = held = 0
+    for batch in _batches(entries()):
+        count += len(batch)
+        if count > max_entries:
+            raise FrameError(f"chunk holds more than {max_entries} entries")
+        if parts is None:  # only checking: what records_to_text would refuse
+            if any(e.__class__ not in (list, tuple) or len(e) != 2 or e[1].__class__ is not dict for e in batch):
+                raise FrameError("entry is not [time, record map]")
+            continue
+        text, _, skipped = records_to_text(batch)
+        ignored += skipped
+        held += len(text)
+        if held > hold:
+            parts = None  # too big to hold: check the rest, then decode again as it is handed out
+        else:
+            parts.append(text)
+    if parts is not None:
+        return Chunk(parts, ignored)
+
+    def again() -> Iterator[tuple[str, int]]:
+        for batch in _batches(entries()):
+            text, _, skipped = records_to_text(batch)
+            yield text, skipped
+
+    return Chunk(None, again=again)
+
+
+def packed_text(data: bytes, gz: bool, max_decompressed: int, max_entries: int, hold: int = HOLD_BYTES) -> Chunk:
+    """The lines of a PackedForward stream (or a msgpack body)."""
+    return checked_chunk(lambda: _entries(data, gz, max_decompressed), max_entries, hold)
 
 
 def _slices(data: bytes) -> Iterator[memoryview]:
@@ -197,8 +248,8 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data)
 
 
-def frame_text(frame: Any, max_decompressed: int, max_entries: int) -> tuple[list[str], int, dict]:
-    """(lines in batches, records without a line, options) of one Forward frame."""
+def frame_text(frame: Any, max_decompressed: int, max_entries: int) -> tuple[Chunk, dict]:
+    """(the lines, options) of one Forward frame."""
     if not isinstance(frame, (list, tuple)) or len(frame) < 2 or not isinstance(frame[0], str):
         raise FrameError("frame is not [tag, ...]")
     body = frame[1]
@@ -208,18 +259,17 @@ def frame_text(frame: Any, max_decompressed: int, max_entries: int) -> tuple[lis
             raise FrameError("message frame without a record")
         opts = frame[3] if len(frame) > 3 and isinstance(frame[3], dict) else {}
         text, _, ignored = records_to_text([[0, frame[2]]])
-        return [text], ignored, opts
+        return Chunk([text], ignored), opts
     opts = frame[2] if len(frame) > 2 and isinstance(frame[2], dict) else {}
     if isinstance(body, list):  # Forward mode: already decoded by the frame reader (bounded by its size)
         if len(body) > max_entries:
             raise FrameError(f"chunk holds more than {max_entries} entries")
         text, _, ignored = records_to_text(body)
-        return [text], ignored, opts
+        return Chunk([text], ignored), opts
     if isinstance(body, (bytes, bytearray)):  # PackedForward, maybe gzip-compressed
         # Entries are [time, record] or Fluent Bit 5's [[time, metadata], record]: the record is at
         # index 1 in both, which is all records_to_text reads.
-        parts, ignored = packed_text(bytes(body), opts.get("compressed") == "gzip", max_decompressed, max_entries)
-        return parts, ignored, opts
+        return packed_text(bytes(body), opts.get("compressed") == "gzip", max_decompressed, max_entries), opts
     raise FrameError("frame body is neither a time, entries nor packed entries")
 
 
@@ -276,11 +326,10 @@ class Receiver(Source):
         cut(conn)
         return True
 
-    def deliver_all(self, parts: list[str], ignored: int) -> None:
+    def deliver_all(self, chunk: Chunk) -> None:
         """Every batch of one chunk, each counted before this returns (the ack or 200 comes after)."""
-        while parts:
-            self.deliver(self.name, parts.pop(0), ignored)  # popped: counted text is freed at once
-            ignored = 0
+        for text, ignored in chunk.batches():
+            self.deliver(self.name, text, ignored)
 
 
 class ForwardSource(Receiver):
@@ -463,13 +512,13 @@ class ForwardSource(Receiver):
             with self.DECODING:
                 try:
                     st = self.settings
-                    parts, ignored, opts = frame_text(frame, st.max_decompressed_bytes, st.max_entries)
+                    chunk, opts = frame_text(frame, st.max_decompressed_bytes, st.max_entries)
                 except FrameError as e:
                     self.reject("malformed_frame")
                     log.info("forward: closing a connection: %s", e)
                     return
                 # Counted before the ack: the pipeline has seen every record once this returns.
-                self.deliver_all(parts, ignored)
+                self.deliver_all(chunk)
             chunk = opts.get("chunk")
             if chunk is not None:
                 try:

@@ -18,41 +18,72 @@ import base64
 import hmac
 import json
 import logging
+import re
 import socket
 import ssl
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from calico_lens.server import send_body
 from calico_lens.sources.base import ErrorSink, cut
 from calico_lens.sources.forward import (
+    Chunk,
     Deliver,
     ForwardSettings,
     FrameError,
     Receiver,
+    checked_chunk,
     gunzip,
     packed_text,
-    records_to_text,
 )
 
 log = logging.getLogger(__name__)
 
 
-def _json_records(text: str) -> list[Any]:
-    """Records of a json array, json_lines or json_stream body."""
+_WS = re.compile(r"[ \t\r\n]*")
+
+
+def _json_records(text: str) -> Iterator[Any]:
+    """Records of a json array, json_lines or json_stream body, one at a time: an array's elements
+    are decoded one by one, so a body of millions of tiny records never exists as one Python list."""
     decoder = json.JSONDecoder()
-    records: list[Any] = []
     pos, end = 0, len(text)
     while True:
-        while pos < end and text[pos] in " \t\r\n":
-            pos += 1
+        pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
         if pos == end:
-            return records
-        value, pos = decoder.raw_decode(text, pos)
-        records.extend(value if isinstance(value, list) else [value])
+            return
+        if text[pos] != "[":
+            value, pos = decoder.raw_decode(text, pos)
+            yield value
+            continue
+        pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+        if text.startswith("]", pos):
+            pos += 1
+            continue
+        while True:
+            value, pos = decoder.raw_decode(text, pos)
+            yield value
+            pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
+            if text.startswith(",", pos):
+                pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+            elif text.startswith("]", pos):
+                pos += 1
+                break
+            else:
+                raise ValueError(f"expected ',' or ']' at character {pos}")
+
+
+def _json_entries(text: str) -> Iterator[tuple[int, Any]]:
+    try:
+        for record in _json_records(text):
+            yield 0, record
+    except ValueError as e:
+        raise FrameError(f"body is not JSON: {e}") from None
+    except RecursionError:  # [[[[... nested deeper than the decoder goes
+        raise FrameError("body is JSON nested too deep") from None
 
 
 def _head(body: bytes, gz: bool) -> bytes:
@@ -65,22 +96,17 @@ def _head(body: bytes, gz: bool) -> bytes:
         return b""  # not gzip: packed_text says so
 
 
-def body_text(body: bytes, gz: bool, content_type: str, max_decompressed: int,
-              max_entries: int) -> tuple[list[str], int]:
-    """(lines, records without a line) of a request body; FrameError when it is neither JSON nor
-    msgpack, or cut short. msgpack bodies are decoded incrementally, like PackedForward chunks."""
+def body_text(body: bytes, gz: bool, content_type: str, max_decompressed: int, max_entries: int) -> Chunk:
+    """The lines of a request body; FrameError when it is neither JSON nor msgpack, or cut short.
+    Both are decoded incrementally, like PackedForward chunks."""
     if "msgpack" not in content_type and _head(body, gz).lstrip()[:1] in (b"[", b"{"):
         data = gunzip(body, max_decompressed) if gz else body
         try:
-            records = _json_records(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
             raise FrameError(f"body is not JSON: {e}") from None
-        except RecursionError:  # [[[[... nested deeper than the decoder goes
-            raise FrameError("body is JSON nested too deep") from None
-        if len(records) > max_entries:
-            raise FrameError(f"body holds more than {max_entries} records")
-        text, _, ignored = records_to_text([(0, r) for r in records])
-        return [text], ignored
+        del data
+        return checked_chunk(lambda: _json_entries(text), max_entries)
     return packed_text(body, gz, max_decompressed, max_entries)
 
 
@@ -210,7 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
             return  # else the client went away mid-body: nothing counted, nothing answered
         with src.DECODING:
             try:
-                parts, ignored = body_text(body, "gzip" in self.headers.get("Content-Encoding", ""),
+                chunk = body_text(body, "gzip" in self.headers.get("Content-Encoding", ""),
                                            self.headers.get("Content-Type", ""), s.max_decompressed_bytes,
                                            s.max_entries)
             except FrameError as e:
@@ -218,7 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
                 log.info("http: refused a body: %s", e)
                 return
             try:
-                src.deliver_all(parts, ignored)  # returns once every batch is counted
+                src.deliver_all(chunk)  # returns once every batch is counted
             except OSError:
                 send_body(self, 503, b"not counted; send it again\n")  # Fluent Bit retries the chunk
                 return
