@@ -108,7 +108,7 @@ def _records_to_text_careful(entries: list[Any]) -> tuple[str, int, int]:
     return text, len(lines), ignored
 
 
-ENTRY_BATCH = 20_000  # entries turned into lines at a time: a chunk is never held whole as Python objects
+ENTRY_BATCH = 5_000  # entries turned into lines at a time: a chunk is never held whole as Python objects
 PIECE = 1 << 20  # bytes decompressed (or fed to the unpacker) at a time
 HOLD_BYTES = 8 << 20  # lines of one chunk kept while it is checked; a bigger chunk is decoded twice instead
 
