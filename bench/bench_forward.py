@@ -122,6 +122,27 @@ def memory() -> None:
         for t in busy:
             t.join()
         print(f"  eight chunks at once: peak RSS now {peak_rss_mb(proc.pid):.0f} MB (chart limit 256 MiB)")
+
+        acked = []
+
+        def send_plain(data: bytes) -> None:
+            try:
+                c = ForwardClient(f"127.0.0.1:{fport}", timeout=300)
+                c.send_raw(msgpack.packb(["kernel", data, {"chunk": "p"}], use_bin_type=True))
+                acked.append(c.ack())
+                c.close()
+            except (EOFError, OSError):
+                pass  # over the frame budget: closed and counted; Fluent Bit would resend
+
+        plain = legit[: (16 << 20) - 4096]  # the largest frame the receiver takes, uncompressed
+        plain = plain[: plain.rfind(b"\x92")]  # ends on an entry boundary
+        busy = [threading.Thread(target=send_plain, args=(plain,)) for _ in range(8)]
+        for t in busy:
+            t.start()
+        for t in busy:
+            t.join()
+        print(f"  eight uncompressed 16 MiB chunks at once: {len(acked)} acked, the rest over the frame budget; "
+              f"peak RSS now {peak_rss_mb(proc.pid):.0f} MB (chart limit 256 MiB)")
     finally:
         proc.terminate()
         proc.wait(10)

@@ -201,7 +201,8 @@ class Agent:
         settings = ForwardSettings(
             address=s.arg, shared_key=c.forward_shared_key, users=c.forward_users,
             tls_cert=c.forward_tls_cert, tls_key=c.forward_tls_key, max_frame_bytes=c.forward_max_frame_bytes,
-            max_connections=c.forward_max_connections, idle_timeout=c.forward_idle_timeout,
+            max_connections=c.forward_max_connections, max_buffered_bytes=c.forward_max_buffered_bytes,
+            idle_timeout=c.forward_idle_timeout,
             frame_timeout=c.forward_frame_timeout)
         return receiver(settings, self._deliver_wait, self._error,
                         lambda reason: self.pipeline.source_error(s.kind, reason))

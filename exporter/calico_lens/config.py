@@ -63,6 +63,7 @@ class Config:
     forward_tls_key: str = ""
     forward_max_frame_bytes: int = 16 * 1024 * 1024
     forward_max_connections: int = 64
+    forward_max_buffered_bytes: int = 64 * 1024 * 1024  # frames held across connections (2 bytes per byte read)
     forward_idle_timeout: float = 60.0
     forward_frame_timeout: float = 30.0  # a begun frame must complete within this (slow clients)
     # Felix's flow records (source felix): goldmane.FlowCollector/Connect on a unix socket
@@ -126,7 +127,8 @@ def validate_source(spec: str) -> str:
 
 
 def _coerce(name: str, value: Any) -> Any:
-    if name in ("forward_max_frame_bytes", "forward_max_connections", "metrics_max_connections"):
+    if name in ("forward_max_frame_bytes", "forward_max_connections", "forward_max_buffered_bytes",
+                "metrics_max_connections"):
         return _int(name, value, 1)
     if name in ("felix_max_message_bytes", "felix_max_streams", "felix_dedupe_max", "felix_label_cache_size"):
         return _int(name, value, 1)

@@ -354,3 +354,45 @@ def test_a_peer_holding_every_slot_does_not_lock_out_a_good_client(tmp_path) -> 
             h.close()
         assert ok == 10
         assert source_errors(a.metrics())[("forward", "evicted_idle")] >= 32
+
+
+def test_frames_being_read_share_a_memory_budget(tmp_path) -> None:
+    """Big frames read at once on many connections are bounded together: past
+    forward_max_buffered_bytes a connection is closed unacked and counted, the others are counted
+    whole, and the refused chunk sent again later counts exactly once."""
+    import threading
+
+    stream = b"".join(msgpack.packb(entry({"log": ln})) for ln in LINES)
+    big = stream * (400_000 // len(stream) + 1)  # each frame ~400 kB; the budget holds one and a half
+    copies = len(big) // len(stream)
+    cfg = {"forward_max_buffered_bytes": 2 * len(big) * 3 // 2, "forward_max_connections": 8}
+    with agent(tmp_path, config=cfg) as a:
+        wait_for_listener(a.forward)
+        clients = [ForwardClient(a.forward, timeout=30) for _ in range(4)]
+        for c in clients:  # every frame begun before any ends: they are all held at once
+            c.send_raw(msgpack.packb(["kernel", big, {"chunk": "b"}], use_bin_type=True)[:-100])
+        time.sleep(0.5)
+        answers: list = []
+
+        def finish(c: ForwardClient) -> None:
+            try:
+                c.send_raw(msgpack.packb(["kernel", big, {"chunk": "b"}], use_bin_type=True)[-100:])
+                answers.append(c.ack())
+            except (EOFError, OSError):
+                answers.append("refused")
+            c.close()
+
+        threads = [threading.Thread(target=finish, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        acked = answers.count({"ack": "b"})
+        assert 1 <= acked < 4 and answers.count("refused") == 4 - acked, answers
+        c = ForwardClient(a.forward, timeout=30)  # the budget is free again: a resend is taken
+        c.send_raw(msgpack.packb(["kernel", big, {"chunk": "again"}], use_bin_type=True))
+        assert c.ack() == {"ack": "again"}
+        c.close()
+        text = a.metrics()
+    assert source_errors(text)[("forward", "over_memory_budget")] == 4 - acked
+    assert inputs(text)[("forward", "parsed")] == TOTAL * copies * (acked + 1)

@@ -54,6 +54,7 @@ class ForwardSettings:
     max_decompressed_bytes: int = 64 * 1024 * 1024
     max_entries: int = 1_000_000  # records in one chunk (or body); more is refused, not decoded
     max_connections: int = 64
+    max_buffered_bytes: int = 64 * 1024 * 1024  # frames held across connections, 2 bytes per byte read
     idle_timeout: float = 60.0
     frame_timeout: float = 30.0  # a frame once begun must arrive within this long (slow clients)
     hostname: str = field(default_factory=socket.gethostname)
@@ -301,7 +302,11 @@ class Receiver(Source):
         if settings.tls_cert:
             self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self.tls.load_cert_chain(settings.tls_cert, settings.tls_key or None)
-
+        # Frame bytes held across connections (read buffers and frames not yet decoded): without a
+        # bound, every slot holding a frame of the largest size at once is max_connections × 2 × that.
+        self.budget = settings.max_buffered_bytes
+        self._buffered = 0
+        self._budget_lock = threading.Lock()
 
     # --- slots: on a node every client shares 127.0.0.1, so per-address limits cannot keep one peer
     # from holding them all; when they are full, the connection waiting longest gives its slot up.
@@ -326,6 +331,18 @@ class Receiver(Source):
         cut(conn)
         return True
 
+    def take(self, n: int) -> bool:
+        """Reserve ``n`` bytes of the frame budget shared by every connection; False when it is spent."""
+        with self._budget_lock:
+            if self._buffered + n > self.budget:
+                return False
+            self._buffered += n
+            return True
+
+    def give(self, n: int) -> None:
+        with self._budget_lock:
+            self._buffered -= n
+
     def deliver_all(self, chunk: Chunk) -> None:
         """Every batch of one chunk, each counted before this returns (the ack or 200 comes after)."""
         for text, ignored in chunk.batches():
@@ -343,6 +360,7 @@ class ForwardSource(Receiver):
         self.sock: socket.socket | None = None
         self._active = 0
         self._lock = threading.Lock()
+        self._held: dict[Any, list[int]] = {}  # connection → frame-budget bytes it has taken
 
     @property
     def address(self) -> str:
@@ -405,6 +423,7 @@ class ForwardSource(Receiver):
             conn.settimeout(min(1.0, self.settings.idle_timeout))
             unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, ext_hook=_ext_hook,
                                         max_buffer_size=self.settings.max_frame_bytes)
+            self._held[conn] = [0]
             if self.settings.shared_key and not self._handshake(conn, unpacker):
                 return
             self._frames(conn, unpacker)
@@ -421,6 +440,7 @@ class ForwardSource(Receiver):
                 with self._lock:
                     self._active -= 1
                 self.working(conn)
+                self.give(self._held.pop(conn, [0])[0])
 
     def _read_obj(self, conn: socket.socket, unpacker: msgpack.Unpacker) -> Any:
         """The next msgpack object; raises on idle, slow or oversized input."""
@@ -457,6 +477,11 @@ class ForwardSource(Receiver):
                 started = last
             elif last - started > self.settings.frame_timeout:
                 raise FrameError("slow_client")
+            held = self._held.get(conn)
+            if held is not None:  # read buffer, then the frame: two bytes held per byte read
+                if not self.take(2 * len(data)):
+                    raise FrameError("over_memory_budget")  # closed and counted: the client resends later
+                held[0] += 2 * len(data)
             try:
                 unpacker.feed(data)
             except msgpack.BufferFull:
@@ -519,6 +544,11 @@ class ForwardSource(Receiver):
                     return
                 # Counted before the ack: the pipeline has seen every record once this returns.
                 self.deliver_all(chunk)
+            del frame, chunk
+            held = self._held.get(conn)
+            if held is not None:  # the frame is counted and gone: its bytes go back to the budget
+                self.give(held[0])
+                held[0] = 0
             chunk = opts.get("chunk")
             if chunk is not None:
                 try:
