@@ -1,11 +1,11 @@
 /*
  * calico_lens.parse._scan: the kernel LOG line scanner in C.
  *
- * scan(text) does what parse_lines() in kernel_log.py does for a batch without eBPF lines, line by
- * line, with the same result: {(head, span, proto, dport): count}, lines, ignored, malformed, and
- * the first malformed line. It only handles 1-byte strings (ASCII/Latin-1, what kernel logs are);
- * for anything else it returns None and the caller takes the Python path. A property test checks
- * that both paths agree on arbitrary input.
+ * scan(text, tracker, now) does what parse_lines() in kernel_log.py does for a batch without eBPF
+ * lines, line by line, with the same result: {(head, span, proto, dport, ""): count} for flows and
+ * for resent SYNs, lines, ignored, malformed, the first malformed line. It only handles 1-byte
+ * strings (ASCII/Latin-1, what kernel logs are); for anything else it returns None and the caller
+ * takes the Python path. Property tests check that both paths, and both SYN trackers, agree.
  *
  * The grammar (LOG_RX in kernel_log.py), per line:
  *   wrapper?  dmesg-stamp?  head  "IN=" [^ ]* " OUT=" [^ ]* " " [^L]* "LEN="  ...  "PROTO=" [^ ]+

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 MARK = "] "  # every CoreDNS log line has "[LEVEL] "
+QUERY_MARK = "[INFO] "  # every query line has it (the C scanner looks for the same text)
 # (client_ip, qtype, qname, proto, rcode, duration_seconds)
 DnsKey = tuple[str, str, str, str, str, str]
 
@@ -37,14 +38,14 @@ class DnsResult:
 
 
 def has_dns(text: str) -> bool:
-    return "[INFO] " in text
+    return QUERY_MARK in text
 
 
 def parse_dns(text: str) -> DnsResult:
     """Queries in a batch of lines; lines that are not CoreDNS queries are left to the caller."""
     res = DnsResult()
     for line in text.split("\n"):
-        if "[INFO] " not in line or " OUT=" in line:
+        if QUERY_MARK not in line or " OUT=" in line:
             continue  # not CoreDNS, or a kernel flow line (those are the kernel parser's)
         m = _QUERY_RX.search(line)
         if m is not None:

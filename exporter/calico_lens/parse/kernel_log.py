@@ -2,10 +2,12 @@
 
 A batch of complete lines goes in; out come counts per *raw flow key* plus the number of lines
 that were ignored (not a flow line) or malformed (looked like a flow line but could not be read).
-Every line lands in exactly one of the three buckets.
+Every line lands in exactly one of the three buckets. Given a SynTracker, a bare TCP SYN that resends
+an attempt seen within its window is counted under ``retried`` instead of ``counts``.
 
 Three paths, one result: the C scanner (``_scan.c``, built by setup.py where a compiler exists)
-reads a batch line by line at C speed; without it, one ``findall`` runs over the whole batch (a
+reads a batch line by line at C speed, counting lines per distinct key in its own table so that
+Python objects are made once per key; without it, one ``findall`` runs over the whole batch (a
 single C call in sre) and ``Counter`` counts identical keys; ``parse_lines`` is the plain
 line-by-line reference that the other two are tested against, and what batches with eBPF trace
 lines take.
@@ -16,6 +18,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+
+from calico_lens.parse.coredns import QUERY_MARK
 
 try:  # the C scanner (setup.py builds it where a compiler is found); same results as parse_lines
     from calico_lens.parse import _scan
@@ -90,7 +94,7 @@ def attempt_id(key: RawKey, sport: str) -> int:
     return h
 
 OUT_MARK = " OUT="
-DNS_MARK = "[INFO] "  # every CoreDNS query line has it (parse.coredns)
+DNS_MARK = QUERY_MARK
 VERDICTS = {"ALLOWED": "allow", "DENIED": "deny", "PASSED": "pass", "ALLOW": "allow", "DENY": "deny"}
 
 
