@@ -222,3 +222,21 @@ def test_requests_that_never_send_their_body_do_not_lock_out_good_ones(tmp_path)
     assert codes == [200] * 5
     assert inputs(text)[("http", "parsed")] == 5
     assert source_errors(text)[("http", "evicted_idle")] >= 22
+
+
+def test_bodies_share_the_frame_budget(tmp_path) -> None:
+    """A body the receiver's frame budget cannot hold gets a 503 (Fluent Bit sends it again later)
+    and a counted refusal; one that fits is counted whole."""
+    small = json.dumps([{"log": ln} for ln in LINES]).encode()
+    big = json.dumps([{"log": ln} for ln in LINES * 40]).encode()
+    config = {"forward_max_frame_bytes": 4 * len(big), "forward_max_buffered_bytes": 2 * len(small) + 100}
+    with agent(tmp_path, config) as a:
+        r = requests.post(a.ingest, data=big, headers={"Content-Type": "application/json"},  # type: ignore[attr-defined]
+                          timeout=10)
+        assert r.status_code == 503 and "over_memory_budget" in r.text
+        r = requests.post(a.ingest, data=small, headers={"Content-Type": "application/json"},  # type: ignore[attr-defined]
+                          timeout=10)
+        assert r.status_code == 200, r.text
+        text = a.metrics()
+    assert source_errors(text)[("http", "over_memory_budget")] == 1
+    assert sum(flows(text).values()) == TOTAL  # the small body, every record of it, once

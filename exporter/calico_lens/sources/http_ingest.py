@@ -213,6 +213,19 @@ class _Handler(BaseHTTPRequestHandler):
         if size > s.max_frame_bytes or size < 0:
             self._refuse(413, "frame_too_large")
             return
+        # Bodies being read share the receiver's frame budget with each other, as Forward frames do:
+        # past it the request is refused (503: Fluent Bit sends that chunk again later), counted.
+        if not src.take(2 * size):
+            self._refuse(503, "over_memory_budget")
+            return
+        try:
+            self._body(src, size)
+        finally:
+            src.give(2 * size)
+
+    def _body(self, src: HttpIngestSource, size: int) -> None:
+        """Read, decode and count one body; answer 200 only once every record is counted."""
+        s = src.settings
         # The whole body within frame_timeout: the socket's timeout alone restarts with every byte, so
         # a body trickled at 1 byte/s would hold its slot for ever.
         late = threading.Event()
