@@ -41,7 +41,7 @@ class Config:
     series_ttl: float = 3600.0  # seconds an idle series lives; 0 keeps them forever
     interface_prefix: str = "cali"  # FelixConfiguration interfacePrefix
     external_by_ip: bool = False  # name public/private endpoints by IP (high cardinality!)
-    enrich_cache_size: int = 50000  # distinct raw flow keys remembered between batches (~30 MB)
+    enrich_cache_size: int = 50000  # bound of each enrichment cache: key parts, spans, addresses, verdicts
     log_level: str = "info"
     input_format: str = "auto"  # auto (kernel flow and CoreDNS lines, told apart per line) | kernel | coredns
     cluster_domain: str = "cluster.local"  # names under it are zone "cluster"

@@ -128,14 +128,6 @@ class Enricher:
                 bad = k
         return rows, ignored, malformed, bad
 
-    def resolve(self, keys: list[RawKey]) -> dict[RawKey, tuple[str, ...] | str]:
-        """Labels (or IGNORED / MALFORMED) for each key."""
-        out = {}
-        for k in keys:
-            rows, ignored, _, _ = self.label_counts({k: 1})
-            out[k] = rows[0][0] if rows else IGNORED if ignored else MALFORMED
-        return out
-
     def _labels(self, key: RawKey) -> tuple[str, ...] | str:
         head, span, proto, dport, verdict = key
         pkey = (head, span, proto, verdict)
