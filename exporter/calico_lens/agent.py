@@ -53,7 +53,7 @@ def _snapshot_docs(path: str) -> list:
             except (ValueError, RecursionError) as e:
                 raise ConfigError(f"snapshot: {path} is not valid JSON: {e}") from None
         try:
-            return [d for d in yaml.load_all(data, Loader=_YAML_LOADER) if d]
+            return list(yaml.load_all(data, Loader=_YAML_LOADER))
         except yaml.YAMLError as e:
             raise ConfigError(f"snapshot: {path} is not valid YAML: {e}") from None
     finally:

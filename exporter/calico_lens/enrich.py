@@ -10,8 +10,6 @@ dropped when the metadata changes.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from calico_lens.config import Config
 from calico_lens.kube import endpoints as ep
 from calico_lens.kube.endpoints import Endpoint
@@ -71,16 +69,11 @@ class _Bounded(dict):
         return value
 
 
-class _Part(NamedTuple):
-    """What a key tells apart from its port: a scan's keys share all of it. Built as a plain tuple of
-    this layout (a NamedTuple costs a Python-level call per new key)."""
-
-    sides: tuple[str, ...]  # source and destination (namespace, workload, kind)
-    protocol: str
-    ported: bool  # the protocol has ports, so the port is a label
-    direction: str
-    verdicts: PortVerdicts
-    action: str  # the line's own verdict (eBPF), else ""
+# What a key tells apart from its port (a scan's keys share all of it), as a plain tuple (a
+# NamedTuple costs a Python-level call per new key): source and destination sides (namespace,
+# workload, kind ×2), protocol, whether the protocol has ports (so the port is a label), direction,
+# the policy's verdicts by port, and the line's own verdict (eBPF) or "".
+_Part = tuple[tuple[str, ...], str, bool, str, PortVerdicts, str]
 
 
 LabelCounts = tuple[list[tuple[tuple[str, ...], int]], int, int, "RawKey | None"]
@@ -99,12 +92,12 @@ class Enricher:
         self._protocols = _Bounded(1024)  # PROTO= text → protocol label | MALFORMED
         self._verdicts = _Bounded(size)  # (head, protocol, direction) → PortVerdicts
         self._ports = _Bounded(1 << 17)  # DPT= text → number | None
-        self._caches = (self._protocols, self._parts, self._heads, self._spans, self._ips, self._verdicts)
+        self._caches = (self._parts, self._heads, self._spans, self._ips, self._verdicts)  # follow the metadata
         self._gen = -1
 
     @property
     def evictions(self) -> int:
-        return sum(c.evicted for c in self._caches) + self._ports.evicted
+        return sum(c.evicted for c in (*self._caches, self._protocols, self._ports))
 
     def label_counts(self, counts: dict[RawKey, int]) -> LabelCounts:
         """The label set of each raw key: ([(labels, lines)], ignored lines, malformed lines, a malformed key).
@@ -177,7 +170,7 @@ class Enricher:
         verdicts = self._verdicts.get(vkey)
         if verdicts is None:
             verdicts = self._verdicts.put(vkey, store.policies().port_verdicts(info, policy, protocol, direction))
-        return (both, protocol, protocol in _PORTED, direction, verdicts, verdict)  # a _Part (a plain tuple is quicker)
+        return (both, protocol, protocol in _PORTED, direction, verdicts, verdict)
 
     def _span(self, span: str, index) -> tuple[str, tuple[str, ...]] | str:
         """What a span tells, once per distinct span: (direction, source side + destination side)."""

@@ -15,7 +15,6 @@ from calico_lens.parse.prefix import GLOBAL_KINDS, PrefixInfo
 
 UNKNOWN = "unknown"
 _ACTIONS = {"allow": "allow", "deny": "deny", "pass": "pass"}
-_MAX_FOUND = 4096  # prefixes remembered (the enricher keeps as many heads)
 _PROTO_NUM = {"tcp": "6", "udp": "17", "icmp": "1", "icmpv6": "58", "sctp": "132", "udplite": "136"}
 
 
@@ -100,13 +99,9 @@ def _parse(code: str, obj: dict) -> _Policy:
     return _Policy(code, ns, meta.get("name", ""), tier, rules)
 
 
-_UNSET = object()
-
-
 class PolicyIndex:
     def __init__(self, entries: list[tuple[str, dict]]):
         self._all = [_parse(code, obj) for code, obj in entries]
-        self._found: dict[PrefixInfo, _Policy | None] = {}  # the policy of a prefix, once per prefix
 
     def __len__(self) -> int:
         return len(self._all)
@@ -130,13 +125,8 @@ class PolicyIndex:
         return hits[0] if len(hits) == 1 else None
 
     def verdict(self, info: PrefixInfo, protocol: str, port: str, direction: str) -> PolicyVerdict:
-        """What the policy a prefix names did to a flow."""
-        policy = self._found.get(info, _UNSET)
-        if policy is _UNSET:
-            if len(self._found) >= _MAX_FOUND:
-                self._found.clear()
-            policy = self._found[info] = self.find(info)
-        return self.port_verdicts(info, policy, protocol, direction).at(int(port) if port else -1)
+        """What the policy a prefix names did to a flow (the enricher keeps ``port_verdicts`` instead)."""
+        return self.port_verdicts(info, self.find(info), protocol, direction).at(int(port) if port else -1)
 
     def port_verdicts(self, info: PrefixInfo, policy: _Policy | None, protocol: str, direction: str) -> PortVerdicts:
         """The verdicts of ``policy`` (``find(info)``) for every port of one protocol and direction: a
@@ -147,10 +137,10 @@ class PolicyIndex:
                 label += "..."  # what the cut prefix still tells, marked as incomplete
             return PortVerdicts([], [], PolicyVerdict(label, info.tier, UNKNOWN, ""))
         tier = info.tier or policy.tier
-        rules = [r for d, rs in policy.rules.items() if not direction or d == direction
-                 for r in rs if r.protocol is None or not protocol or r.protocol == _PROTO_NUM.get(protocol, protocol)]
-        # Ports where the answer may change: every range's ends; between two of them it cannot.
-        cuts = sorted({0, *(b for r in rules for lo, hi in r.ports or () for b in (lo, hi + 1))})
+        # Ports where the answer may change: every range's ends; between two of them it cannot (a
+        # rule of another protocol only adds a cut that changes nothing).
+        cuts = sorted({0, *(b for d, rs in policy.rules.items() if not direction or d == direction
+                            for r in rs for lo, hi in r.ports or () for b in (lo, hi + 1))})
 
         def decide(port: int) -> PolicyVerdict:
             found: list[tuple[str, str]] = []

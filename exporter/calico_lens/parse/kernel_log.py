@@ -94,7 +94,6 @@ def attempt_id(key: RawKey, sport: str) -> int:
     return h
 
 OUT_MARK = " OUT="
-DNS_MARK = QUERY_MARK
 VERDICTS = {"ALLOWED": "allow", "DENIED": "deny", "PASSED": "pass", "ALLOW": "allow", "DENY": "deny"}
 
 
@@ -205,7 +204,7 @@ def parse_batch_regex(text: str, tracker=None, now: int = 0) -> ParseResult:
     """The pure-Python batch path."""
     if EBPF_MARK in text:
         return parse_lines(text, tracker, now)
-    res = ParseResult(lines=count_lines(text), dns=DNS_MARK in text)
+    res = ParseResult(lines=count_lines(text), dns=QUERY_MARK in text)
     if not res.lines:
         return res
     found = Counter(BATCH_RX.findall("\n" + text))
@@ -233,7 +232,7 @@ def parse_batch_regex(text: str, tracker=None, now: int = 0) -> ParseResult:
 
 def parse_lines(text: str, tracker=None, now: int = 0) -> ParseResult:
     """The exact line-by-line path: same result as ``parse_text``, slower."""
-    res = ParseResult(lines=count_lines(text), dns=DNS_MARK in text)
+    res = ParseResult(lines=count_lines(text), dns=QUERY_MARK in text)
     for line in text.split("\n")[: res.lines]:
         _classify(line, res)
     if tracker is not None:

@@ -86,15 +86,21 @@ def records_to_text(entries: list[Any]) -> tuple[str, int, int]:
     return _records_to_text_careful(entries)
 
 
+def _refusal(entry: Any) -> str:
+    """Why an entry is not [time, record map], or "" when it is."""
+    if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+        return "entry is not [time, record]"
+    return "" if isinstance(entry[1], dict) else "record is not a map"
+
+
 def _records_to_text_careful(entries: list[Any]) -> tuple[str, int, int]:
     lines: list[str] = []
     ignored = 0
     for entry in entries:
-        if not isinstance(entry, (list, tuple)) or len(entry) != 2:
-            raise FrameError("entry is not [time, record]")
+        why = _refusal(entry)
+        if why:
+            raise FrameError(why)
         record = entry[1]
-        if not isinstance(record, dict):
-            raise FrameError("record is not a map")
         msg = None
         for key in _MESSAGE_KEYS_RAW:
             msg = _text(record.get(key))
@@ -181,8 +187,9 @@ def checked_chunk(entries: Callable[[], Iterator[Any]], max_entries: int, hold: 
         if count > max_entries:
             raise FrameError(f"chunk holds more than {max_entries} entries")
         if parts is None:  # only checking: what records_to_text would refuse
-            if any(e.__class__ not in (list, tuple) or len(e) != 2 or e[1].__class__ is not dict for e in batch):
-                raise FrameError("entry is not [time, record map]")
+            why = next(filter(None, map(_refusal, batch)), "")
+            if why:
+                raise FrameError(why)
             continue
         text, _, skipped = records_to_text(batch)
         ignored += skipped
@@ -360,7 +367,7 @@ class ForwardSource(Receiver):
         self.sock: socket.socket | None = None
         self._active = 0
         self._lock = threading.Lock()
-        self._held: dict[Any, list[int]] = {}  # connection → frame-budget bytes it has taken
+        self._held: dict[Any, int] = {}  # connection → frame-budget bytes it has taken
 
     @property
     def address(self) -> str:
@@ -423,7 +430,7 @@ class ForwardSource(Receiver):
             conn.settimeout(min(1.0, self.settings.idle_timeout))
             unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, ext_hook=_ext_hook,
                                         max_buffer_size=self.settings.max_frame_bytes)
-            self._held[conn] = [0]
+            self._held[conn] = 0
             if self.settings.shared_key and not self._handshake(conn, unpacker):
                 return
             self._frames(conn, unpacker)
@@ -440,7 +447,7 @@ class ForwardSource(Receiver):
                 with self._lock:
                     self._active -= 1
                 self.working(conn)
-                self.give(self._held.pop(conn, [0])[0])
+                self.give(self._held.pop(conn, 0))
 
     def _read_obj(self, conn: socket.socket, unpacker: msgpack.Unpacker) -> Any:
         """The next msgpack object; raises on idle, slow or oversized input."""
@@ -477,11 +484,10 @@ class ForwardSource(Receiver):
                 started = last
             elif last - started > self.settings.frame_timeout:
                 raise FrameError("slow_client")
-            held = self._held.get(conn)
-            if held is not None:  # read buffer, then the frame: two bytes held per byte read
-                if not self.take(2 * len(data)):
-                    raise FrameError("over_memory_budget")  # closed and counted: the client resends later
-                held[0] += 2 * len(data)
+            # Read buffer, then the frame: two bytes held per byte read.
+            if not self.take(2 * len(data)):
+                raise FrameError("over_memory_budget")  # closed and counted: the client resends later
+            self._held[conn] += 2 * len(data)
             try:
                 unpacker.feed(data)
             except msgpack.BufferFull:
@@ -537,18 +543,16 @@ class ForwardSource(Receiver):
             with self.DECODING:
                 try:
                     st = self.settings
-                    chunk, opts = frame_text(frame, st.max_decompressed_bytes, st.max_entries)
+                    lines, opts = frame_text(frame, st.max_decompressed_bytes, st.max_entries)
                 except FrameError as e:
                     self.reject("malformed_frame")
                     log.info("forward: closing a connection: %s", e)
                     return
                 # Counted before the ack: the pipeline has seen every record once this returns.
-                self.deliver_all(chunk)
-            del frame, chunk
-            held = self._held.get(conn)
-            if held is not None:  # the frame is counted and gone: its bytes go back to the budget
-                self.give(held[0])
-                held[0] = 0
+                self.deliver_all(lines)
+            del frame, lines  # counted and gone: its bytes go back to the budget
+            self.give(self._held[conn])
+            self._held[conn] = 0
             chunk = opts.get("chunk")
             if chunk is not None:
                 try:
