@@ -102,7 +102,7 @@ def build(settings: dict[str, Any] | None = None) -> dict:
     as_ns = 'label_replace({e}, "namespace", "$1", "destination_namespace", "(.*)")'
     policy = "policy, tier"
     # Log lines and Felix's records both name the denying policy; either one is a denial.
-    denials = f'{flows}{{{deny},policy!=""}} or {n.CONNS_STARTED}_total{{{deny},policy!=""}}'
+    denials = f'{flows}{{{deny},policy!=""}} or {conns}{{{deny},policy!=""}}'
 
     flows_group = {
         "name": "calico-lens-flows",
@@ -145,7 +145,7 @@ def build(settings: dict[str, Any] | None = None) -> dict:
                 f"unless on {by(policy)}\n"
                 f"count by {by(policy)} (last_over_time({flows}{{{deny},policy!=\"\"}}"
                 f"[{s['new_denial_lookback']}] offset {s['new_denial_recent']}) "
-                f"or last_over_time({n.CONNS_STARTED}_total{{{deny},policy!=\"\"}}"
+                f"or last_over_time({conns}{{{deny},policy!=\"\"}}"
                 f"[{s['new_denial_lookback']}] offset {s['new_denial_recent']}))\n"
                 f"and on {by()}\n"
                 f"group by {by()} (last_over_time({lines}{{{agent}}}[1h] offset {s['new_denial_min_history']}))",
@@ -297,7 +297,6 @@ def build(settings: dict[str, Any] | None = None) -> dict:
                    "traffic; it had one in the last day.", s, s["default_deny_for"]),
         ],
     }
-    started = n.CONNS_STARTED + "_total"
     preview = n.POLICY_PREVIEW + "_total"
     pair = "source_namespace, source_workload, destination_namespace, destination_workload, destination_kind"
     verdicts = "policy, tier, enforced_action, pending_action"
@@ -308,9 +307,9 @@ def build(settings: dict[str, Any] | None = None) -> dict:
             # connection by the destination's node when it is a pod or host, else by the source's.
             {"record": n.REC_CONNECTIONS,
              "expr": f"sum by {by(pair + ', action')} (\n"
-                     f'  rate({started}{{action="deny"}}[5m])\n'
-                     f'  or rate({started}{{action!="deny",reporter="dst"}}[5m])\n'
-                     f'  or rate({started}{{action!="deny",reporter="src",destination_kind!~"pod|host"}}[5m])\n)'},
+                     f'  rate({conns}{{action="deny"}}[5m])\n'
+                     f'  or rate({conns}{{action!="deny",reporter="dst"}}[5m])\n'
+                     f'  or rate({conns}{{action!="deny",reporter="src",destination_kind!~"pod|host"}}[5m])\n)'},
             {"record": n.REC_PREVIEW,
              "expr": f"max by {by(verdicts)} (\n"
                      f"  sum by {by(verdicts + ', reporter')} (rate({preview}[15m]))\n)"},
