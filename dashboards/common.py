@@ -68,29 +68,28 @@ def connections_or_flows(by: str, sel: str = "") -> str:
     return f"{connections(by, sel)} or sum by ({by}) (rate({FLOWS}{{{SEL}{extra}}}[{RATE}]))"
 
 
+def filter_variable(name: str, label: str, query: str) -> Template:
+    """A query variable that filters every panel: multi-select, All (matching anything) by default."""
+    return Template(name=name, label=label, dataSource=DS, query=query, includeAll=True, multi=True,
+                    allValue=".*", default="$__all")
+
+
 def templating(namespace_source: str = f"{FLOWS}", namespace_label: str = "destination_namespace",
                extra: tuple[Template, ...] = ()) -> Templating:
     return Templating(list=[
         Template(name="datasource", label="Data source", type="datasource", query="prometheus"),
-        Template(name="cluster", label="Cluster", dataSource=DS, query=f"label_values({n.BUILD_INFO}, cluster)",
-                 includeAll=True, multi=True, allValue=".*", default="$__all"),
-        Template(name="job", label="Job", dataSource=DS,
-                 query=f'label_values({n.BUILD_INFO}{{cluster=~"$cluster"}}, job)', includeAll=True, multi=True,
-                 allValue=".*", default="$__all"),
-        Template(name="instance", label="Instance", dataSource=DS,
-                 query=f'label_values({n.BUILD_INFO}{{cluster=~"$cluster",job=~"$job"}}, instance)',
-                 includeAll=True, multi=True, allValue=".*", default="$__all"),
-        Template(name="namespace", label="Namespace", dataSource=DS,
-                 query=f"label_values({namespace_source}, {namespace_label})", includeAll=True, multi=True,
-                 allValue=".*", default="$__all"),
+        filter_variable("cluster", "Cluster", f"label_values({n.BUILD_INFO}, cluster)"),
+        filter_variable("job", "Job", f'label_values({n.BUILD_INFO}{{cluster=~"$cluster"}}, job)'),
+        filter_variable("instance", "Instance",
+                        f'label_values({n.BUILD_INFO}{{cluster=~"$cluster",job=~"$job"}}, instance)'),
+        filter_variable("namespace", "Namespace", f"label_values({namespace_source}, {namespace_label})"),
         *extra,
     ])
 
 
 # The flows board's policy filter, which the policy board's links set.
-POLICY_VARIABLE = Template(
-    name="policy", label="Policy", dataSource=DS, includeAll=True, multi=True, allValue=".*", default="$__all",
-    query=f'label_values({{__name__=~"{FLOWS}|{CONNS}",cluster=~"$cluster"}}, policy)')
+POLICY_VARIABLE = filter_variable(
+    "policy", "Policy", f'label_values({{__name__=~"{FLOWS}|{CONNS}",cluster=~"$cluster"}}, policy)')
 # The board's context as URL parameters, for links to another board.
 CONTEXT = "${__url_time_range}&${datasource:queryparam}&${cluster:queryparam}&${job:queryparam}&${instance:queryparam}"
 
