@@ -293,3 +293,11 @@ def test_enrichment_caches_change_no_label(lines: list[str], template: str) -> N
         return dict(pipe.flows.snapshot()), dict(pipe.retries.snapshot()), dict(pipe.out.inputs)
 
     assert tables(1) == tables(50000)
+
+
+def test_a_c_tracker_made_without_init_is_refused_not_a_crash() -> None:
+    tracker = SynTracker.__new__(SynTracker)
+    with pytest.raises(TypeError, match="not initialised"):
+        tracker.check(1, 2, 3)
+    with pytest.raises(TypeError, match="not initialised"):
+        parse_text("x\n", tracker, 0)

@@ -287,9 +287,16 @@ static void syn_dealloc(SynTracker *self) {
     PyMem_Free(self->cur); PyMem_Free(self->old);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
+/* 0, with TypeError set, for a tracker made without __init__ (no tables to read). */
+static int syn_ready(SynTracker *st) {
+    if (st->cur) return 1;
+    PyErr_SetString(PyExc_TypeError, "SynTracker was not initialised: SynTracker(window, limit)");
+    return 0;
+}
+
 static PyObject *syn_check_py(SynTracker *self, PyObject *args) {
     unsigned long long a, id, now;
-    if (!PyArg_ParseTuple(args, "KKK", &a, &id, &now)) return NULL;
+    if (!syn_ready(self) || !PyArg_ParseTuple(args, "KKK", &a, &id, &now)) return NULL;
     return PyBool_FromLong(syn_check(self, a, id & 0xFFFFFFFFULL, now & 0xFFFFFFFFULL));
 }
 static Py_ssize_t syn_len(SynTracker *self) { return self->n_cur + self->n_old; }
@@ -417,6 +424,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "scan(): tracker must be a SynTracker or None");
         return NULL;
     }
+    if (tracker != Py_None && !syn_ready((SynTracker *)tracker)) return NULL;
     if (PyUnicode_READY(arg) < 0) return NULL;
     if (PyUnicode_KIND(arg) != PyUnicode_1BYTE_KIND) Py_RETURN_NONE;
     P base = (P)PyUnicode_1BYTE_DATA(arg);
