@@ -47,11 +47,16 @@ def _common(p: argparse.ArgumentParser, sources: bool = True) -> None:
     if sources:
         p.add_argument("--source", action="append", dest="sources", metavar="SPEC",
                        help="where flows come from (repeatable): " + registry.usage())
-        p.add_argument("--metrics-address", metavar="HOST:PORT",
-                       help="where /metrics, /healthz and /readyz are served (default: 127.0.0.1:9808)")
-        p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig outside a cluster (default: in-cluster)")
-        p.add_argument("--web-config-file", metavar="FILE",
-                       help="TLS and basic auth for /metrics (Prometheus exporter-toolkit format)")
+        _serving(p)
+
+
+def _serving(p: argparse.ArgumentParser) -> None:
+    """The flags of a command that serves /metrics and reads the Kubernetes API (agent, inventory)."""
+    p.add_argument("--metrics-address", metavar="HOST:PORT",
+                   help="where /metrics, /healthz and /readyz are served (default: 127.0.0.1:9808)")
+    p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig outside a cluster (default: in-cluster)")
+    p.add_argument("--web-config-file", metavar="FILE",
+                   help="TLS and basic auth for /metrics (Prometheus exporter-toolkit format)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,10 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--config", metavar="FILE", help="YAML file of settings")
     inv.add_argument("--snapshot", metavar="FILE", help="Kubernetes and Calico objects from a file instead of the API")
     inv.add_argument("--once", action="store_true", help="with --snapshot: print the metrics and exit")
-    inv.add_argument("--metrics-address", metavar="HOST:PORT", help="default: 127.0.0.1:9808")
-    inv.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig outside a cluster (default: in-cluster)")
-    inv.add_argument("--web-config-file", metavar="FILE",
-                     help="TLS and basic auth for /metrics (Prometheus exporter-toolkit format)")
+    _serving(inv)
     inv.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
     demo = sub.add_parser("demo", help="run a made-up cluster with generated traffic through the real agent",

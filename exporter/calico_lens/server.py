@@ -221,12 +221,17 @@ class _Server(ThreadingHTTPServer):
         pass  # counted where it happened; a scrape endpoint must not print tracebacks for bad clients
 
 
-def _cut(request: socket.socket, refusals: Refusals) -> None:
-    refusals.add("timeout")
+def cut(conn: socket.socket) -> None:
+    """End a connection another thread is serving: its reads return EOF, and that thread closes it."""
     try:
-        request.shutdown(socket.SHUT_RDWR)
+        conn.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+def _cut(request: socket.socket, refusals: Refusals) -> None:
+    refusals.add("timeout")
+    cut(request)
 
 
 def serve(host: str, port: int, metrics: Metrics, ready: Callable[[], tuple[bool, str]],

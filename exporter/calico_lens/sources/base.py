@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Callable
 
@@ -25,11 +24,3 @@ class Source:
 
     def stop(self) -> None:
         self.stopped.set()
-
-
-def cut(conn: socket.socket) -> None:
-    """End a connection another thread is serving: its reads return EOF, and that thread closes it."""
-    try:
-        conn.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass

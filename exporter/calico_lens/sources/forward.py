@@ -29,7 +29,8 @@ from typing import Any
 
 import msgpack
 
-from calico_lens.sources.base import ErrorSink, Source, cut
+from calico_lens.server import cut
+from calico_lens.sources.base import ErrorSink, Source
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from calico_lens.server import send_body
-from calico_lens.sources.base import ErrorSink, cut
+from calico_lens.server import cut, send_body
+from calico_lens.sources.base import ErrorSink
 from calico_lens.sources.forward import (
     Chunk,
     Deliver,
