@@ -12,6 +12,7 @@ import json
 import ssl
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -48,6 +49,7 @@ class FakeKubeAPI:
         self.silent_watches = False
         self.always_gone = False
         self.requests: list[str] = []
+        self.open_watches: Counter[str] = Counter()  # watches that drop_watches() would end now, by resource
         self._cond = threading.Condition()
         self._generation = 0  # bumped to drop every open watch
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -198,23 +200,27 @@ class FakeKubeAPI:
                         self._chunk({"type": "BOOKMARK", "object": {"kind": "Pod", "apiVersion": "v1",
                                                                      "metadata": {"resourceVersion": str(api.rv)}}})
                     sent = since
-                    while True:
-                        for rv, kind, obj in api.log[resource]:
-                            if rv > sent:
-                                self._chunk({"type": kind, "object": obj})
-                                sent = rv
-                        if api._generation != gen:
-                            # Drop the connection mid-stream, without the closing chunk.
-                            self.close_connection = True
-                            try:
-                                self.connection.shutdown(2)
-                            except OSError:
-                                pass  # the client went first
-                            return
-                        left = end - time.monotonic()
-                        if left <= 0:
-                            break
-                        api._cond.wait(min(left, 0.5))
+                    api.open_watches[resource] += 1  # from here on, drop_watches() ends this one
+                    try:
+                        while True:
+                            for rv, kind, obj in api.log[resource]:
+                                if rv > sent:
+                                    self._chunk({"type": kind, "object": obj})
+                                    sent = rv
+                            if api._generation != gen:
+                                # Drop the connection mid-stream, without the closing chunk.
+                                self.close_connection = True
+                                try:
+                                    self.connection.shutdown(2)
+                                except OSError:
+                                    pass  # the client went first
+                                return
+                            left = end - time.monotonic()
+                            if left <= 0:
+                                break
+                            api._cond.wait(min(left, 0.5))
+                    finally:
+                        api.open_watches[resource] -= 1
                 try:
                     self.wfile.write(b"0\r\n\r\n")
                 except OSError:

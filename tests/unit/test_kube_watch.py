@@ -94,6 +94,7 @@ def test_dropped_watch_is_restarted_without_losing_events(api: FakeKubeAPI) -> N
     w = start(api, store, watch_timeout=30)
     try:
         wait_for(w.required_synced)
+        wait_for(lambda: api.open_watches["pods"] >= 1)  # a watch opened after the drop would not be dropped
         api.drop_watches()
         wait_for(lambda: w.restarts["pods"] >= 1)
         api.put("pods", pod("late", "10.0.0.9"))
