@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -16,7 +17,7 @@ from calico_lens.config import Config
 from calico_lens.enrich import PROTOCOLS
 from calico_lens.kube import endpoints as ep
 from calico_lens.metrics import names
-from calico_lens.metrics.table import LabelTable, LiveTable
+from calico_lens.metrics.table import ALIVE, LabelTable, LiveTable
 from calico_lens.parse.felix_flow import FlowRecord, RecordError, check_shape, decode, fields_fast
 from calico_lens.proto import goldmane_pb2 as pb
 
@@ -34,10 +35,16 @@ DEDUPE_HORIZON = 900  # seconds of start times kept for dedupe: Felix resends it
 Error = Callable[[str, int], None]
 
 
-class _Labels:
-    """What one distinct flow key contributes: label tuples for every table it feeds."""
+# Where a record's numbers are in flow_fields()' tuple: (key, start, end, these...).
+_P_IN, _P_OUT, _B_IN, _B_OUT, _STARTED, _COMPLETED, _LIVE = range(3, 10)
+_UNBOUND = [0, 0, False]  # a slot's row before its first write: dead, so the writer binds
 
-    __slots__ = ("flow", "hits", "preview", "volume_in", "volume_out")
+
+class _Labels:
+    """What one distinct flow key contributes: label tuples for every table it feeds, and the rows
+    they write, bound on first use (``slots``: [number index, table, labels, bound row])."""
+
+    __slots__ = ("flow", "hits", "live", "preview", "slots", "volume_in", "volume_out")
 
     def __init__(self, flow, volume_in, volume_out, hits, preview):
         self.flow = flow  # FLOW_RECORD_LABELS
@@ -45,6 +52,8 @@ class _Labels:
         self.volume_out = volume_out
         self.hits = hits  # POLICY_HIT_LABELS tuples, one per enforced hit
         self.preview = preview  # POLICY_PREVIEW_LABELS or None
+        self.slots: list[list] = []
+        self.live: list = _UNBOUND  # the bound row of the live gauge
 
 
 def aggregate_workload(name: str, labels: list[str] | tuple[str, ...]) -> str:
@@ -91,19 +100,19 @@ class FlowRecordStage:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         cap, ttl = cfg.max_series, cfg.series_ttl
-        self.started = LabelTable(names.CONNS_STARTED, names.FLOW_RECORD_LABELS, cap, ttl,
-                                  help_text=names.HELP[names.CONNS_STARTED])
-        self.completed = LabelTable(names.CONNS_COMPLETED, names.FLOW_RECORD_LABELS, cap, ttl,
-                                    help_text=names.HELP[names.CONNS_COMPLETED])
-        self.live = LiveTable(names.CONNS_LIVE, names.FLOW_RECORD_LABELS, cap, names.HELP[names.CONNS_LIVE])
-        self.bytes = LabelTable(names.FLOW_BYTES, names.FLOW_VOLUME_LABELS, cap, ttl,
-                                help_text=names.HELP[names.FLOW_BYTES])
-        self.packets = LabelTable(names.FLOW_PACKETS, names.FLOW_VOLUME_LABELS, cap, ttl,
-                                  help_text=names.HELP[names.FLOW_PACKETS])
-        self.hits = LabelTable(names.POLICY_HITS, names.POLICY_HIT_LABELS, cap, ttl,
-                               help_text=names.HELP[names.POLICY_HITS])
-        self.preview = LabelTable(names.POLICY_PREVIEW, names.POLICY_PREVIEW_LABELS, cap, ttl,
-                                  help_text=names.HELP[names.POLICY_PREVIEW])
+        # One lock for the writers and every table of the stage: add() updates bound rows in place.
+        self._lock = lock = threading.Lock()
+
+        def table(name: str, labels: tuple[str, ...]) -> LabelTable:
+            return LabelTable(name, labels, cap, ttl, help_text=names.HELP[name], lock=lock)
+
+        self.started = table(names.CONNS_STARTED, names.FLOW_RECORD_LABELS)
+        self.completed = table(names.CONNS_COMPLETED, names.FLOW_RECORD_LABELS)
+        self.live = LiveTable(names.CONNS_LIVE, names.FLOW_RECORD_LABELS, cap, names.HELP[names.CONNS_LIVE], lock)
+        self.bytes = table(names.FLOW_BYTES, names.FLOW_VOLUME_LABELS)
+        self.packets = table(names.FLOW_PACKETS, names.FLOW_VOLUME_LABELS)
+        self.hits = table(names.POLICY_HITS, names.POLICY_HIT_LABELS)
+        self.preview = table(names.POLICY_PREVIEW, names.POLICY_PREVIEW_LABELS)
         self.tables = [self.started, self.completed, self.bytes, self.packets, self.hits, self.preview]
         self._labels: dict[bytes, _Labels | RecordError] = {}
         # hash((key, start, end)) → start, in arrival order (OrderedDict: cheap to drop the oldest)
@@ -112,7 +121,7 @@ class FlowRecordStage:
         self.dedupe_evicted = 0  # entries dropped to stay within felix_dedupe_max
         self.label_evictions = 0
         self._newest = 0
-        self._lock = threading.Lock()
+        self._interval = -1  # the last interval start the live table was told of
 
     # -- labels, once per distinct key ---------------------------------------------------------
     def _side(self, name: str, namespace: str, etype: int, labels, granularity: str) -> tuple[str, str, str]:
@@ -176,6 +185,14 @@ class FlowRecordStage:
             got: _Labels | RecordError = self._compute(rec or decode(raw))
         except RecordError as e:
             got = e
+        if isinstance(got, _Labels):
+            u = _UNBOUND
+            got.slots = [[_STARTED, self.started, got.flow, u], [_COMPLETED, self.completed, got.flow, u],
+                         [_B_IN, self.bytes, got.volume_in, u], [_B_OUT, self.bytes, got.volume_out, u],
+                         [_P_IN, self.packets, got.volume_in, u], [_P_OUT, self.packets, got.volume_out, u],
+                         *([_STARTED, self.hits, h, u] for h in got.hits)]
+            if got.preview is not None:
+                got.slots.append([_STARTED, self.preview, got.preview, u])
         if len(self._labels) >= self.cfg.felix_label_cache_size:
             self.label_evictions += len(self._labels)
             self._labels.clear()
@@ -187,16 +204,8 @@ class FlowRecordStage:
         """Count a batch of raw FlowUpdate messages. Returns (parsed, duplicate, malformed); every
         malformed one is also reported to ``error`` with its reason."""
         parsed = dup = bad = 0
-        # (labels, n) rows, appended: Felix aggregates per interval, so nearly every record of a
-        # flush is a new label set and summing here first would only double the dict work.
-        started: list[tuple[tuple, int]] = []
-        completed: list[tuple[tuple, int]] = []
-        vol_b: list[tuple[tuple, int]] = []
-        vol_p: list[tuple[tuple, int]] = []
-        hits: list[tuple[tuple, int]] = []
-        preview: list[tuple[tuple, int]] = []
-        live: list[tuple[tuple, int, int]] = []
-        fast, cache = fields_fast, self._labels
+        fast, cache, live_t = fields_fast, self._labels, self.live
+        now = time.monotonic()
         with self._lock:
             seen = self._seen
             limit = self.cfg.felix_max_message_bytes
@@ -216,8 +225,8 @@ class FlowRecordStage:
                     bad += 1
                     error(e.reason, 1)
                     continue
-                key, start, end, p_in, p_out, b_in, b_out, n_started, n_completed, n_live = f
-                ident = hash((key, start, end))
+                start = f[1]
+                ident = hash((f[0], start, f[2]))
                 if ident in seen:
                     dup += 1
                     continue
@@ -225,31 +234,23 @@ class FlowRecordStage:
                 if start > self._newest:
                     self._newest = start
                 parsed += 1
-                fl = lab.flow
-                if n_started:
-                    started.append((fl, n_started))
-                    for h in lab.hits:
-                        hits.append((h, n_started))
-                    if lab.preview is not None:
-                        preview.append((lab.preview, n_started))
-                if n_completed:
-                    completed.append((fl, n_completed))
-                live.append((fl, start, n_live))
-                if b_in:
-                    vol_b.append((lab.volume_in, b_in))
-                if b_out:
-                    vol_b.append((lab.volume_out, b_out))
-                if p_in:
-                    vol_p.append((lab.volume_in, p_in))
-                if p_out:
-                    vol_p.append((lab.volume_out, p_out))
+                # Counters: add in place to the rows this key writes (bound on first use).
+                for slot in lab.slots:
+                    i, table, labels, row = slot
+                    n = f[i]
+                    if n:
+                        if not row[ALIVE]:
+                            row = slot[3] = table.bind(labels, [0.0, now, True])
+                        row[0] += n
+                        row[1] = now
+                if start != self._interval:
+                    live_t.interval(start)
+                    self._interval = start
+                row = lab.live
+                if not row[ALIVE]:
+                    row = lab.live = live_t.bind(lab.flow, [start, 0, True], f[_LIVE])
+                live_t.set_live(row, start, f[_LIVE])
             self._trim()
-        for table, rows in ((self.started, started), (self.completed, completed), (self.bytes, vol_b),
-                            (self.packets, vol_p), (self.hits, hits), (self.preview, preview)):
-            if rows:
-                table.add_counts(rows)
-        if live:
-            self.live.update(live)
         return parsed, dup, bad
 
     def _trim(self) -> None:

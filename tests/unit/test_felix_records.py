@@ -100,6 +100,27 @@ def test_exact_totals_past_the_series_cap_and_every_record_counted_once() -> Non
     assert pipe.out.inputs == {("felix", "parsed"): 50, ("felix", "ignored"): 5}
 
 
+def test_rows_the_stage_holds_stay_exact_when_tables_drop_them() -> None:
+    """The stage updates the rows of a known key in place; a row its table dropped (TTL, pod gone,
+    an old interval) must not swallow later counts, and keys folded into the overflow series take
+    their own rows once slots are free."""
+    pipe, st = stage(max_series=3)  # two label sets and the overflow series
+    keys = [("pod", "shop", f"svc{i}-*") for i in range(4)]
+    feed(pipe, [flow(POD_A, k, 80, "allow", "src", 10, connections=(1, 0, 2)) for k in keys])
+    assert len(st.started) == 3 and st.started.overflowed == 2
+    assert st.started.remove_where(lambda k: True) == 2  # both own rows go (as on pod deletion)
+    feed(pipe, [flow(POD_A, k, 80, "allow", "src", 25, connections=(10, 0, 1)) for k in reversed(keys)])
+    assert st.started.total() == 2 + 40  # the overflow row kept its 2; nothing written into a dropped row
+    own = {k[4]: v for k, v in st.started.snapshot() if k[4] != "__overflow__"}
+    assert own == {"svc3": 10}  # svc3 was folded into the overflow series; the freed slot is its own now
+    assert st.started.overflowed == 2 + 30
+    # live: rows retired two intervals later are bound again when their key returns
+    feed(pipe, [flow(POD_A, keys[0], 80, "allow", "src", t, connections=(0, 0, 5)) for t in (40, 55)])
+    feed(pipe, [flow(POD_A, keys[1], 80, "allow", "src", 70, connections=(0, 0, 7))])
+    live = {k[4]: v for k, v in st.live.snapshot()}
+    assert live.get("svc1") == 7 and live.get("svc0") == 5
+
+
 def test_dedupe_memory_is_bounded_and_the_bound_is_reported() -> None:
     pipe, st = stage(felix_dedupe_max=100)
     feed(pipe, [flow(POD_A, POD_B, 80, "allow", "src", 1000 + i, connections=(1, 0, 0)) for i in range(300)])
