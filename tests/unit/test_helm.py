@@ -127,6 +127,10 @@ def test_metrics_behind_tls_basic_auth_and_a_network_policy() -> None:
     assert policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"] == {
         "app.kubernetes.io/name": "prometheus"}
     assert not [d for d in render("stock-values.yaml") if d["kind"] == "NetworkPolicy"]
+    # the quickstart Prometheus scrapes plain HTTP: with /metrics protected it would see every target
+    # down, so the chart refuses the pair and says what to do instead
+    p = helm("template", "lens", str(CHART), "--set", "metrics.webConfigSecret=web", check=False)
+    assert p.returncode != 0 and "quickstart.enabled=false" in p.stderr, p.stderr
 
 
 def test_prometheus_rule_carries_the_rules() -> None:
