@@ -53,7 +53,7 @@ def make_corpus(path: Path, lines: int, wrapper: str) -> None:
             left -= n
 
 
-def steady(label: str, corpus: Path, snap: Path | None, target: str) -> None:
+def steady(label: str, corpus: Path, snap: Path | None, target: str, **cfg) -> None:
     """Lines per CPU second through the pipeline from a file, start-up excluded: best of three."""
     from calico_lens.agent import Agent, load_snapshot
     from calico_lens.config import Config
@@ -61,7 +61,7 @@ def steady(label: str, corpus: Path, snap: Path | None, target: str) -> None:
 
     best = 0.0
     for _ in range(3):
-        agent = Agent(Config(log_prefix=LOG_PREFIX, max_series=200_000))
+        agent = Agent(Config(log_prefix=LOG_PREFIX, max_series=200_000, **cfg))
         if snap is not None:
             load_snapshot(agent.store, str(snap))
         t0 = time.process_time()
@@ -91,7 +91,9 @@ def bench_new_flows(lines: int, work: Path) -> None:
     with flood.open("w") as fh:
         for start in range(0, lines, 50000):
             fh.write("\n".join(gen.lines(min(50000, lines - start))) + "\n")
-    steady("every line a new source address", flood, snap, "≥ 300k")
+    steady("every line a new source address (external: the scanner folds it)", flood, snap, "≥ 300k")
+    steady("every line a new source address and label set (external_by_ip)", flood, snap, "≥ 300k",
+           external_by_ip=True)
 
 
 def bench_snapshot(pods: int, work: Path) -> None:

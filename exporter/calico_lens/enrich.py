@@ -16,6 +16,7 @@ from calico_lens.kube.endpoints import Endpoint
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.kube.policies import PortVerdicts
 from calico_lens.parse.kernel_log import RawKey, split_span
+from calico_lens.parse.kernel_log import _scan as scanner
 from calico_lens.parse.prefix import PrefixInfo, PrefixMatcher
 
 IGNORED = "ignored"
@@ -30,6 +31,10 @@ PROTOCOLS = {
 _PORTED = {"tcp", "udp", "sctp", "udplite"}
 _MAX_HEADS = 4096
 
+
+# Addresses the scanner may write in place of an external one (the first that no endpoint claims).
+_FOLD_TO = {ep.PRIVATE: ("10.255.255.254", "172.31.255.254", "192.168.255.254", "100.127.255.254"),
+            ep.PUBLIC: ("1.0.0.254", "9.255.255.254", "126.255.255.254", "223.255.255.254")}
 
 _NO_PREFIX = PrefixInfo()
 _BAD_ADDRESS = "bad address"
@@ -94,10 +99,30 @@ class Enricher:
         self._ports = _Bounded(1 << 17)  # DPT= text → number | None
         self._caches = (self._parts, self._heads, self._spans, self._ips, self._verdicts)  # follow the metadata
         self._gen = -1
+        self._classes = None
+        self._classes_of = None  # the IPIndex _classes were made from
 
     @property
     def evictions(self) -> int:
         return sum(c.evicted for c in (*self._caches, self._protocols, self._ports))
+
+    def address_classes(self):
+        """For the C scanner (``parse_text``): the external addresses it may fold, under the current
+        metadata. Every IPv4 address no endpoint claims gets the labels of "private" or "public"
+        whatever its value, so a flood from a new address each line costs a few keys, not one per line.
+        None when labels name external addresses (external_by_ip) or without the C scanner."""
+        if scanner is None or self.cfg.external_by_ip:
+            return None
+        index = self.store.index()
+        if self._classes_of is not index:
+            known, nets = index.known_v4()
+            # a representative is an address the index itself calls external of that class
+            to = [next((a for a in _FOLD_TO[k] if index.lookup(a) == ep.external(a)
+                        and ep.external(a).kind == k), "") for k in (ep.PRIVATE, ep.PUBLIC)]
+            self._classes = scanner.AddressClasses(known, [n for n, _ in nets], [m for _, m in nets],
+                                                   ep.PRIVATE_STARTS, ep.PRIVATE_ENDS, *to)
+            self._classes_of = index
+        return self._classes
 
     def label_counts(self, counts: dict[RawKey, int]) -> LabelCounts:
         """The label set of each raw key: ([(labels, lines)], ignored lines, malformed lines, a malformed key).

@@ -101,7 +101,8 @@ class FlowPipeline:
             res = ParseResult(lines=count_lines(text), dns=has_dns(text))
             res.ignored = res.lines
         else:
-            res = parse_text(text, self._syns, int(time.monotonic()))
+            # Addresses are folded under the metadata of this moment (as if the batch came a little earlier).
+            res = parse_text(text, self._syns, int(time.monotonic()), self.enricher.address_classes())
         if fmt != "kernel" and res.dns:
             d = parse_dns(text)  # disjoint from flow lines: a query line never holds " OUT="
             res.ignored -= d.matched_lines

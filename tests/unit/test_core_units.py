@@ -205,7 +205,8 @@ def test_enrich_cache_eviction_keeps_every_line_of_the_batch() -> None:
     from calico_lens.pipeline import FlowPipeline
 
     line = "calico-packet: IN=calia1 OUT=calib2 SRC={} DST=198.18.0.2 LEN=60 PROTO=TCP SPT=1 DPT=80"
-    pipe = FlowPipeline(Config(enrich_cache_size=100), MetadataStore())
+    # external_by_ip: every address is a key of its own (otherwise the scanner folds external ones)
+    pipe = FlowPipeline(Config(enrich_cache_size=100, external_by_ip=True), MetadataStore())
     pipe.process("file", "\n".join(line.format("198.18.0.1") for _ in range(3)) + "\n")  # cached first
     batch = [line.format(f"10.0.{i >> 8 & 255}.{i & 255}") for i in range(300)] + [line.format("198.18.0.1")]
     pipe.process("file", "\n".join(batch) + "\n")

@@ -301,3 +301,77 @@ def test_a_c_tracker_made_without_init_is_refused_not_a_crash() -> None:
         tracker.check(1, 2, 3)
     with pytest.raises(TypeError, match="not initialised"):
         parse_text("x\n", tracker, 0)
+
+
+# --- folding external addresses in the C scanner --------------------------------------------------
+def _demo_store() -> MetadataStore:
+    from calico_lens.demo.cluster import snapshot
+
+    store = MetadataStore()
+    store.load_list(snapshot())
+    return store
+
+
+_KNOWN = sorted(_demo_store().index()._exact)
+address_st = st.one_of(
+    st.sampled_from(_KNOWN),  # pods, services, nodes of the demo cluster
+    st.integers(0, 2**32 - 1).map(lambda v: ".".join(str(v >> s & 255) for s in (24, 16, 8, 0))),
+    st.sampled_from(["10.255.255.254", "1.0.0.254", "198.51.100.7", "203.0.113.9", "01.2.3.4", "1.2.3.04",
+                     "256.1.1.1", "1.2.3", "1.2.3.4.5", "1..2.3", "2001:db8::1", "::ffff:1.2.3.4", "", " ",
+                     "1.2.3.4\t", "١.2.3.4"]),
+    st.text(alphabet="0123456789.:abcf", max_size=18),
+)
+
+
+def _with_addresses(line: str, src: str, dst: str) -> str:
+    import re
+
+    line = re.sub(r"SRC=\S*", lambda _: "SRC=" + src, line, count=1)
+    return re.sub(r"DST=\S*", lambda _: "DST=" + dst, line, count=1)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(line_st, address_st, address_st), min_size=1, max_size=40),
+       st.sampled_from(["calico-packet", "%k/%p"]), st.sampled_from(["workload", "pod", "namespace"]))
+def test_folding_external_addresses_changes_no_label(rows, template: str, granularity: str) -> None:
+    """The C scanner writes one representative in place of every external address (a flood from a
+    new address each line is then a few keys): the tables are exactly those without folding."""
+    lines = [_with_addresses(ln, s, d) for ln, s, d in rows]
+
+    def tables(fold: bool) -> tuple:
+        pipe = FlowPipeline(Config(log_prefix=template, source_granularity=granularity), _demo_store())
+        if not fold:
+            pipe.enricher.address_classes = lambda: None  # type: ignore[method-assign]
+        else:
+            assert pipe.enricher.address_classes() is not None
+        half = len(lines) // 2
+        for part in (lines[:half], lines[half:]):
+            pipe.process("file", "\n".join(part) + "\n")
+        return dict(pipe.flows.snapshot()), dict(pipe.retries.snapshot()), dict(pipe.out.inputs)
+
+    assert tables(True) == tables(False)
+
+
+def test_a_flood_from_new_external_addresses_is_a_few_keys() -> None:
+    pipe = FlowPipeline(Config(), _demo_store())
+    classes = pipe.enricher.address_classes()
+    pod = _KNOWN[0]
+    text = "".join(f"calico-packet: IN=eth0 OUT=calia MAC=aa SRC={i >> 8 & 255}.{i & 255}.7.{1 + i % 200} "
+                   f"DST={pod} LEN=60 PROTO=TCP SPT=1 DPT=80\n" for i in range(256, 5256))
+    assert len(parse_text(text, None, 0).counts) == 5000
+    counts = parse_text(text, None, 0, classes).counts
+    assert sum(counts.values()) == 5000 and len(counts) == 2  # one public, one private representative
+    assert {classes.fold(pod)} == {pod}  # a known endpoint is never folded
+    assert Config(external_by_ip=True) and FlowPipeline(Config(external_by_ip=True), _demo_store()) \
+        .enricher.address_classes() is None  # labels that name external addresses: nothing folds
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(address_st, st.text(max_size=20)))
+def test_only_what_inet_pton_reads_is_folded(text: str) -> None:
+    import socket
+
+    classes = FlowPipeline(Config(), _demo_store()).enricher.address_classes()
+    if classes.fold(text) != text:
+        socket.inet_pton(socket.AF_INET, text)  # raises for anything the kernel would not print
+        assert text not in _KNOWN

@@ -56,7 +56,7 @@ def _private_v4() -> tuple[list[int], list[int]]:
     return [a for a, _ in merged], [b for _, b in merged]
 
 
-_PRIVATE_STARTS, _PRIVATE_ENDS = _private_v4()
+PRIVATE_STARTS, PRIVATE_ENDS = _private_v4()
 _PRIVATE_EP, _PUBLIC_EP = Endpoint(PRIVATE, "", PRIVATE), Endpoint(PUBLIC, "", PUBLIC)
 
 
@@ -64,8 +64,8 @@ def external(ip: str, v4: int | None = None) -> Endpoint:
     if v4 is None:
         v4 = ipv4_int(ip)
     if v4 is not None:
-        i = bisect.bisect_right(_PRIVATE_STARTS, v4) - 1
-        return _PRIVATE_EP if i >= 0 and v4 <= _PRIVATE_ENDS[i] else _PUBLIC_EP
+        i = bisect.bisect_right(PRIVATE_STARTS, v4) - 1
+        return _PRIVATE_EP if i >= 0 and v4 <= PRIVATE_ENDS[i] else _PUBLIC_EP
     addr = ipaddress.ip_address(ip)
     return _PRIVATE_EP if (addr.is_private or addr.is_loopback or addr.is_link_local) else _PUBLIC_EP
 

@@ -27,6 +27,10 @@ class IPIndex:
         self._nets = sorted(nets, key=lambda n: n[0].prefixlen, reverse=True)
         self._v4 = [(int(n.network_address), int(n.netmask), e) for n, e in self._nets if n.version == 4]
 
+    def known_v4(self) -> tuple[list[int], list[tuple[int, int]]]:
+        """IPv4 addresses and networks with an endpoint of their own: any other address is external."""
+        return [v for v in map(ep.ipv4_int, self._exact) if v is not None], [(n, m) for n, m, _ in self._v4]
+
     def lookup(self, ip: str, v4: int | None = None) -> Endpoint:
         """The endpoint of a canonical IP (``normalise_ip``); ``v4``: its value, when the caller has it."""
         hit = self._exact.get(ip)

@@ -318,6 +318,209 @@ static PyTypeObject SynTrackerType = {
     .tp_as_sequence = &syn_seq,
 };
 
+/*
+ * AddressClasses(known, nets, private_starts, private_ends, private_repr, public_repr): what scan()
+ * needs to fold the addresses enrichment cannot tell apart. An IPv4 source or destination that is
+ * not a known endpoint (not in ``known``, in none of ``nets`` [(net, mask)]) gets the label of
+ * "private" or "public" whatever its value, so scan() writes the class's representative address in
+ * its place (an unknown address of that class, chosen by the caller, which also checks it). A flood
+ * from a new address each line is then a few keys per batch instead of one per line. Only canonical
+ * dotted quads are folded (what inet_pton takes, and less); anything else stays as written.
+ */
+typedef struct {
+    PyObject_HEAD
+    unsigned long long *set;  /* open addressing over address + 1; 0 = empty */
+    size_t set_mask;
+    unsigned *nets, *masks, *pstart, *pend;
+    Py_ssize_t n_nets, n_priv;
+    char repr[2][16];
+    Py_ssize_t repr_len[2];  /* 0 private, 1 public; 0: that class is not folded */
+} AddressClasses;
+
+static size_t addr_slot(const AddressClasses *c, unsigned v) {
+    return (size_t)(((unsigned long long)v * HASH_MUL) >> 32) & c->set_mask;
+}
+static int addr_known(const AddressClasses *c, unsigned v) {
+    for (size_t i = addr_slot(c, v); c->set[i]; i = (i + 1) & c->set_mask)
+        if (c->set[i] == (unsigned long long)v + 1) return 1;
+    for (Py_ssize_t i = 0; i < c->n_nets; i++)
+        if ((v & c->masks[i]) == c->nets[i]) return 1;
+    return 0;
+}
+/* -1: leave the address as written; otherwise the class to fold it into. */
+static int addr_class(const AddressClasses *c, unsigned v) {
+    if (addr_known(c, v)) return -1;
+    Py_ssize_t lo = 0, hi = c->n_priv;  /* the last range starting at or below v */
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (c->pstart[mid] <= v) lo = mid + 1; else hi = mid;
+    }
+    int cls = (lo > 0 && v <= c->pend[lo - 1]) ? 0 : 1;
+    return c->repr_len[cls] ? cls : -1;
+}
+/* A canonical dotted quad: four decimal octets of 1-3 digits, no leading zero, at most 255. */
+static int ipv4_value(P s, P e, unsigned *out) {
+    unsigned v = 0;
+    P p = s;
+    for (int part = 0; part < 4; part++) {
+        P d = p;
+        unsigned n = 0;
+        while (p < e && is_digit(*p) && p - d < 3) n = n * 10 + (unsigned)(*p++ - '0');
+        if (p == d || n > 255 || (p - d > 1 && *d == '0')) return 0;
+        v = v << 8 | n;
+        if (part < 3) {
+            if (p >= e || *p != '.') return 0;
+            p++;
+        }
+    }
+    if (p != e) return 0;
+    *out = v;
+    return 1;
+}
+
+static void classes_dealloc(AddressClasses *c) {
+    PyMem_Free(c->set); PyMem_Free(c->nets); PyMem_Free(c->masks); PyMem_Free(c->pstart); PyMem_Free(c->pend);
+    Py_TYPE(c)->tp_free((PyObject *)c);
+}
+/* The values of a sequence of ints (each < 2**32) into a new array; -1 on error. */
+static Py_ssize_t uint_array(PyObject *seq, unsigned **out, const char *what) {
+    PyObject *f = PySequence_Fast(seq, what);
+    if (!f) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(f);
+    unsigned *a = PyMem_Malloc(sizeof(unsigned) * (size_t)(n ? n : 1));
+    if (!a) { Py_DECREF(f); PyErr_NoMemory(); return -1; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned long v = PyLong_AsUnsignedLong(PySequence_Fast_GET_ITEM(f, i));
+        if ((v == (unsigned long)-1 && PyErr_Occurred()) || v > 0xFFFFFFFFUL) {
+            if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "%s: not an IPv4 value", what);
+            PyMem_Free(a); Py_DECREF(f); return -1;
+        }
+        a[i] = (unsigned)v;
+    }
+    Py_DECREF(f);
+    *out = a;
+    return n;
+}
+static int classes_init(AddressClasses *c, PyObject *args, PyObject *kw) {
+    (void)kw;
+    PyObject *known, *nets, *masks, *ps, *pe;
+    const char *r0, *r1;
+    Py_ssize_t l0, l1;
+    if (c->set) {
+        PyErr_SetString(PyExc_TypeError, "AddressClasses is immutable");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "OOOOOs#s#", &known, &nets, &masks, &ps, &pe, &r0, &l0, &r1, &l1)) return -1;
+    unsigned *k = NULL;
+    Py_ssize_t nk = uint_array(known, &k, "known");
+    if (nk < 0) return -1;
+    size_t cap = 16;
+    while (cap < (size_t)nk * 2 + 2) cap *= 2;
+    c->set = PyMem_Calloc(cap, sizeof(unsigned long long));
+    if (!c->set) { PyMem_Free(k); PyErr_NoMemory(); return -1; }
+    c->set_mask = cap - 1;
+    for (Py_ssize_t i = 0; i < nk; i++) {
+        size_t j = addr_slot(c, k[i]);
+        while (c->set[j] && c->set[j] != (unsigned long long)k[i] + 1) j = (j + 1) & c->set_mask;
+        c->set[j] = (unsigned long long)k[i] + 1;
+    }
+    PyMem_Free(k);
+    if ((c->n_nets = uint_array(nets, &c->nets, "nets")) < 0) return -1;
+    if (uint_array(masks, &c->masks, "masks") != c->n_nets) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "nets and masks differ in length");
+        return -1;
+    }
+    if ((c->n_priv = uint_array(ps, &c->pstart, "private_starts")) < 0) return -1;
+    if (uint_array(pe, &c->pend, "private_ends") != c->n_priv) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "private starts and ends differ in length");
+        return -1;
+    }
+    const char *r[2] = {r0, r1};
+    Py_ssize_t l[2] = {l0, l1};
+    for (int i = 0; i < 2; i++) {
+        unsigned v;
+        if (l[i] && (l[i] > 15 || !ipv4_value((P)r[i], (P)r[i] + l[i], &v))) {
+            PyErr_SetString(PyExc_ValueError, "a representative must be a dotted quad (or empty: do not fold)");
+            return -1;
+        }
+        memcpy(c->repr[i], r[i], (size_t)l[i]);
+        c->repr_len[i] = l[i];
+    }
+    return 0;
+}
+static PyObject *classes_fold(AddressClasses *self, PyObject *arg) {
+    /* fold(address) -> the text scan() writes for it (the representative, or the address itself) */
+    if (!self->set) { PyErr_SetString(PyExc_TypeError, "AddressClasses was not initialised"); return NULL; }
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(arg, &n);
+    if (!s) return NULL;
+    unsigned v;
+    int cls = ipv4_value((P)s, (P)s + n, &v) ? addr_class(self, v) : -1;
+    if (cls < 0) { Py_INCREF(arg); return arg; }
+    return PyUnicode_FromStringAndSize(self->repr[cls], self->repr_len[cls]);
+}
+static PyMethodDef classes_methods[] = {
+    {"fold", (PyCFunction)classes_fold, METH_O, "fold(address) -> what scan() writes in its place"},
+    {NULL, NULL, 0, NULL},
+};
+static PyTypeObject AddressClassesType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "calico_lens.parse._scan.AddressClasses",
+    .tp_basicsize = sizeof(AddressClasses),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "AddressClasses(known, nets, masks, private_starts, private_ends, private_repr, public_repr)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)classes_init,
+    .tp_dealloc = (destructor)classes_dealloc,
+    .tp_methods = classes_methods,
+};
+
+/* The span with its unknown addresses folded (in buf), or 0 when nothing is folded. The addresses
+ * are the first " SRC=" token and the " DST=" token right after it, as split_span() reads them. */
+static int fold_span(const AddressClasses *c, P ss, P se, unsigned char *buf, size_t cap, P *fe) {
+    P src = find(ss, se, " SRC=");
+    if (!src) return 0;
+    P a = src + 5, ae = a;
+    while (ae < se && *ae != ' ') ae++;
+    P d = lit(ae, se, " DST="), de = d;
+    if (!d) return 0;
+    while (de < se && *de != ' ') de++;
+    unsigned va, vd;
+    int ca = ipv4_value(a, ae, &va) ? addr_class(c, va) : -1;
+    int cd = de > d && ipv4_value(d, de, &vd) ? addr_class(c, vd) : -1;
+    if (ca < 0 && cd < 0) return 0;
+    P seg[5][2] = {{ss, a}, {a, ae}, {ae, d}, {d, de}, {de, se}};
+    if (ca >= 0) { seg[1][0] = (P)c->repr[ca]; seg[1][1] = seg[1][0] + c->repr_len[ca]; }
+    if (cd >= 0) { seg[3][0] = (P)c->repr[cd]; seg[3][1] = seg[3][0] + c->repr_len[cd]; }
+    size_t n = 0;
+    for (int i = 0; i < 5; i++) {
+        size_t k = (size_t)(seg[i][1] - seg[i][0]);
+        if (n + k > cap) return 0;
+        memcpy(buf + n, seg[i][0], k);
+        n += k;
+    }
+    *fe = buf + n;
+    return 1;
+}
+
+/* Folded spans of new keys, kept for the batch in chunks that never move (keys point into them). */
+typedef struct Arena { struct Arena *next; size_t used; unsigned char data[65536]; } Arena;
+static P arena_copy(Arena **a, P s, P e) {
+    size_t n = (size_t)(e - s);
+    if (!*a || (*a)->used + n > sizeof((*a)->data)) {
+        Arena *x = PyMem_Malloc(sizeof(Arena));
+        if (!x) return NULL;
+        x->next = *a; x->used = 0; *a = x;
+    }
+    unsigned char *p = (*a)->data + (*a)->used;
+    memcpy(p, s, n);
+    (*a)->used += n;
+    return p;
+}
+static void arena_free(Arena *a) {
+    while (a) { Arena *n = a->next; PyMem_Free(a); a = n; }
+}
+
 /* One distinct raw key of a batch: where its four parts are in the text, lines and resent SYNs. */
 typedef struct {
     unsigned long long h;
@@ -388,7 +591,9 @@ static void batch_free(Batch *b) { PyMem_Free(b->index); PyMem_Free(b->slots); P
 typedef struct { P s, e; PyObject *obj; } Part;
 static PyObject *part_str(Part *c, PyObject *text, P base, P s, P e) {
     if (!c->obj || !same(c->s, c->e, s, e)) {
-        PyObject *o = PyUnicode_Substring(text, s - base, e - base);
+        P end = base + PyUnicode_GET_LENGTH(text);  /* a folded span lives in the arena */
+        PyObject *o = (s >= base && e <= end) ? PyUnicode_Substring(text, s - base, e - base)
+                                              : PyUnicode_DecodeLatin1((const char *)s, e - s, NULL);
         if (!o) return NULL;
         Py_XDECREF(c->obj);
         c->obj = o; c->s = s; c->e = e;
@@ -417,13 +622,20 @@ static int ip_id_value(P s, P e, unsigned long long *out) {
  */
 static PyObject *scan(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *arg, *tracker;
+    PyObject *arg, *tracker, *classes = Py_None;
     unsigned long long now;
-    if (!PyArg_ParseTuple(args, "UOK", &arg, &tracker, &now)) return NULL;
+    if (!PyArg_ParseTuple(args, "UOK|O", &arg, &tracker, &now, &classes)) return NULL;
     if (tracker != Py_None && !PyObject_TypeCheck(tracker, &SynTrackerType)) {
         PyErr_SetString(PyExc_TypeError, "scan(): tracker must be a SynTracker or None");
         return NULL;
     }
+    if (classes != Py_None && (!PyObject_TypeCheck(classes, &AddressClassesType) || !((AddressClasses *)classes)->set)) {
+        PyErr_SetString(PyExc_TypeError, "scan(): classes must be an initialised AddressClasses or None");
+        return NULL;
+    }
+    const AddressClasses *fold = classes == Py_None ? NULL : (AddressClasses *)classes;
+    Arena *arena = NULL;
+    unsigned char fbuf[512];
     if (tracker != Py_None && !syn_ready((SynTracker *)tracker)) return NULL;
     if (PyUnicode_READY(arg) < 0) return NULL;
     if (PyUnicode_KIND(arg) != PyUnicode_1BYTE_KIND) Py_RETURN_NONE;
@@ -440,8 +652,23 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         lines++;
         P hs, he, ss, se, ps, pe, ds, de;
         if (parse_line(s, e, &hs, &he, &ss, &se, &ps, &pe, &ds, &de)) {
+            /* h names the line as written (a SYN's attempt); the key may have its addresses folded */
             unsigned long long h = hash_more(hash_more(hash_more(hash_more(HASH_SEED, hs, he), ss, se), ps, pe), ds, de);
-            Py_ssize_t k = batch_slot(&b, h, hs, he, ss, se, ps, pe, ds, de);
+            P fe;
+            Py_ssize_t k;
+            if (fold && fold_span(fold, ss, se, fbuf, sizeof fbuf, &fe)) {
+                P fs = fbuf;
+                unsigned long long hk = hash_more(hash_more(hash_more(hash_more(HASH_SEED, hs, he), fs, fe), ps, pe), ds, de);
+                Py_ssize_t before = b.n;
+                k = batch_slot(&b, hk, hs, he, fs, fe, ps, pe, ds, de);
+                if (k >= 0 && b.n > before) {  /* a new key: its span must outlive fbuf */
+                    P kept = arena_copy(&arena, fs, fe);
+                    if (!kept) goto nomem;
+                    b.slots[k].ss = kept; b.slots[k].se = kept + (fe - fs);
+                }
+            } else {
+                k = batch_slot(&b, h, hs, he, ss, se, ps, pe, ds, de);
+            }
             if (k < 0) goto nomem;
             b.slots[k].n++;
             P sps, spe, ids, ide;
@@ -451,6 +678,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
                 goto nomem;
         } else if (find(s, e, ": policy ")) {
             batch_free(&b);
+            arena_free(arena);
             Py_RETURN_NONE;  /* an eBPF trace line: parse_lines reads those */
         } else if (find(s, e, " OUT=")) {
             if (!malformed++) { bad_s = s; bad_e = e - s > 300 ? s + 300 : e; }
@@ -497,12 +725,14 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     }
     parts_free(parts);
     batch_free(&b);
+    arena_free(arena);
     Py_DECREF(empty);
     return Py_BuildValue("(NNnnnNO)", counts, retried, lines, ignored, malformed, sample, dns ? Py_True : Py_False);
 nomem:
     PyErr_NoMemory();
 fail:
     batch_free(&b);
+    arena_free(arena);
     Py_XDECREF(counts); Py_XDECREF(retried); Py_XDECREF(sample); Py_XDECREF(empty);
     return NULL;
 }
@@ -574,16 +804,23 @@ static PyObject *flow_fields(PyObject *self, PyObject *arg) {
 }
 
 static PyMethodDef methods[] = {
-    {"scan", scan, METH_VARARGS, "scan(text, tracker, now) -> (counts, retried, lines, ignored, malformed, sample, dns)"},
+    {"scan", scan, METH_VARARGS,
+     "scan(text, tracker, now, classes=None) -> (counts, retried, lines, ignored, malformed, sample, dns)"},
     {"attempt_id", attempt_id, METH_VARARGS, "attempt_id(head, span, proto, dport, sport) -> the id scan() gives a SYN"},
     {"flow_fields", flow_fields, METH_O, "flow_fields(raw FlowUpdate) -> (key, start, end, 7 counters) or None"},
     {NULL, NULL, 0, NULL},
 };
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_scan", NULL, -1, methods};
 PyMODINIT_FUNC PyInit__scan(void) {
-    if (PyType_Ready(&SynTrackerType) < 0) return NULL;
+    if (PyType_Ready(&SynTrackerType) < 0 || PyType_Ready(&AddressClassesType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
+    Py_INCREF(&AddressClassesType);
+    if (PyModule_AddObject(m, "AddressClasses", (PyObject *)&AddressClassesType) < 0) {
+        Py_DECREF(&AddressClassesType);
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&SynTrackerType);
     if (PyModule_AddObject(m, "SynTracker", (PyObject *)&SynTrackerType) < 0) {
         Py_DECREF(&SynTrackerType);

@@ -187,11 +187,12 @@ def split_span(span: str, workload_prefix: str = "cali") -> tuple[str, str, str,
     return iface, "", src, dst
 
 
-def parse_text(text: str, tracker=None, now: int = 0) -> ParseResult:
+def parse_text(text: str, tracker=None, now: int = 0, classes=None) -> ParseResult:
     """Parse a batch of complete lines (newline separated, the last newline optional). With a
-    ``tracker`` (a ``SynTracker``), bare SYNs it has seen within its window are counted as retried."""
+    ``tracker`` (a ``SynTracker``), bare SYNs it has seen within its window are counted as retried.
+    With ``classes`` (an ``AddressClasses``), the C scanner folds the addresses that label alike."""
     if _scan is not None and (tracker is None or isinstance(tracker, _scan.SynTracker)):
-        got = _scan.scan(text, tracker, now)
+        got = _scan.scan(text, tracker, now, classes)
         if got is not None:  # None: not a 1-byte string, or an eBPF line: take the Python path
             counts, retried, lines, ignored, malformed, sample, dns = got
             return ParseResult(counts, lines, ignored, malformed, sample, retried, dns)
