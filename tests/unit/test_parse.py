@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from calico_lens.config import Config
+from calico_lens.demo.cluster import PARTNER_NETS, snapshot
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.metrics import names
 from calico_lens.parse import kernel_log
@@ -305,16 +308,17 @@ def test_a_c_tracker_made_without_init_is_refused_not_a_crash() -> None:
 
 # --- folding external addresses in the C scanner --------------------------------------------------
 def _demo_store() -> MetadataStore:
-    from calico_lens.demo.cluster import snapshot
-
     store = MetadataStore()
     store.load_list(snapshot())
     return store
 
 
 _KNOWN = sorted(_demo_store().index()._exact)
+_NETS = [ipaddress.ip_network(n) for n in PARTNER_NETS]
 address_st = st.one_of(
     st.sampled_from(_KNOWN),  # pods, services, nodes of the demo cluster
+    st.tuples(st.sampled_from(_NETS), st.integers(0, 2**32)).map(  # inside its network sets
+        lambda t: str(t[0].network_address + t[1] % t[0].num_addresses)),
     st.integers(0, 2**32 - 1).map(lambda v: ".".join(str(v >> s & 255) for s in (24, 16, 8, 0))),
     st.sampled_from(["10.255.255.254", "1.0.0.254", "198.51.100.7", "203.0.113.9", "01.2.3.4", "1.2.3.04",
                      "256.1.1.1", "1.2.3", "1.2.3.4.5", "1..2.3", "2001:db8::1", "::ffff:1.2.3.4", "", " ",

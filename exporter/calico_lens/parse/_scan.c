@@ -329,22 +329,35 @@ static PyTypeObject SynTrackerType = {
  */
 typedef struct {
     PyObject_HEAD
-    unsigned long long *set;  /* open addressing over address + 1; 0 = empty */
+    /* open addressing over address + 1, and over mask << 32 | net for the networks; 0 = empty */
+    unsigned long long *set;
     size_t set_mask;
-    unsigned *nets, *masks, *pstart, *pend;
-    Py_ssize_t n_nets, n_priv;
+    unsigned masks[33], *pstart, *pend;  /* the distinct network masks (at most one per length) */
+    Py_ssize_t n_masks, n_priv;
     char repr[2][16];
     Py_ssize_t repr_len[2];  /* 0 private, 1 public; 0: that class is not folded */
 } AddressClasses;
 
-static size_t addr_slot(const AddressClasses *c, unsigned v) {
-    return (size_t)(((unsigned long long)v * HASH_MUL) >> 32) & c->set_mask;
+static size_t set_slot(const AddressClasses *c, unsigned long long k) {
+    return (size_t)(mix(k * HASH_MUL)) & c->set_mask;
 }
+static int set_has(const AddressClasses *c, unsigned long long k) {
+    for (size_t i = set_slot(c, k); c->set[i]; i = (i + 1) & c->set_mask)
+        if (c->set[i] == k) return 1;
+    return 0;
+}
+static void set_add(AddressClasses *c, unsigned long long k) {
+    size_t i = set_slot(c, k);
+    while (c->set[i] && c->set[i] != k) i = (i + 1) & c->set_mask;
+    c->set[i] = k;
+}
+/* An address or a network (one lookup per distinct mask, not per network) names an endpoint. */
 static int addr_known(const AddressClasses *c, unsigned v) {
-    for (size_t i = addr_slot(c, v); c->set[i]; i = (i + 1) & c->set_mask)
-        if (c->set[i] == (unsigned long long)v + 1) return 1;
-    for (Py_ssize_t i = 0; i < c->n_nets; i++)
-        if ((v & c->masks[i]) == c->nets[i]) return 1;
+    if (set_has(c, (unsigned long long)v + 1)) return 1;
+    for (Py_ssize_t i = 0; i < c->n_masks; i++) {
+        unsigned m = c->masks[i];
+        if (set_has(c, ((unsigned long long)m << 32 | (v & m)) + 1)) return 1;
+    }
     return 0;
 }
 /* -1: leave the address as written; otherwise the class to fold it into. */
@@ -379,7 +392,7 @@ static int ipv4_value(P s, P e, unsigned *out) {
 }
 
 static void classes_dealloc(AddressClasses *c) {
-    PyMem_Free(c->set); PyMem_Free(c->nets); PyMem_Free(c->masks); PyMem_Free(c->pstart); PyMem_Free(c->pend);
+    PyMem_Free(c->set); PyMem_Free(c->pstart); PyMem_Free(c->pend);
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
 /* The values of a sequence of ints (each < 2**32) into a new array; -1 on error. */
@@ -411,25 +424,27 @@ static int classes_init(AddressClasses *c, PyObject *args, PyObject *kw) {
         return -1;
     }
     if (!PyArg_ParseTuple(args, "OOOOOs#s#", &known, &nets, &masks, &ps, &pe, &r0, &l0, &r1, &l1)) return -1;
-    unsigned *k = NULL;
-    Py_ssize_t nk = uint_array(known, &k, "known");
-    if (nk < 0) return -1;
+    unsigned *k = NULL, *nv = NULL, *mv = NULL;
+    int too_many = 0;
+    Py_ssize_t nk = uint_array(known, &k, "known"), nn = nk < 0 ? -1 : uint_array(nets, &nv, "nets");
+    Py_ssize_t nm = nn < 0 ? -1 : uint_array(masks, &mv, "masks");
     size_t cap = 16;
-    while (cap < (size_t)nk * 2 + 2) cap *= 2;
-    c->set = PyMem_Calloc(cap, sizeof(unsigned long long));
-    if (!c->set) { PyMem_Free(k); PyErr_NoMemory(); return -1; }
+    while (nm >= 0 && cap < (size_t)(nk + nn) * 2 + 2) cap *= 2;
+    if (nm >= 0 && nm != nn) PyErr_SetString(PyExc_ValueError, "nets and masks differ in length");
+    else if (nm >= 0 && !(c->set = PyMem_Calloc(cap, sizeof(unsigned long long)))) PyErr_NoMemory();
+    if (!c->set) { PyMem_Free(k); PyMem_Free(nv); PyMem_Free(mv); return -1; }
     c->set_mask = cap - 1;
-    for (Py_ssize_t i = 0; i < nk; i++) {
-        size_t j = addr_slot(c, k[i]);
-        while (c->set[j] && c->set[j] != (unsigned long long)k[i] + 1) j = (j + 1) & c->set_mask;
-        c->set[j] = (unsigned long long)k[i] + 1;
+    for (Py_ssize_t i = 0; i < nk; i++) set_add(c, (unsigned long long)k[i] + 1);
+    for (Py_ssize_t i = 0; i < nn; i++) {
+        Py_ssize_t j = 0;
+        while (j < c->n_masks && c->masks[j] != mv[i]) j++;
+        if (j == c->n_masks) {
+            if (c->n_masks == 33) { too_many = 1; break; }  /* not real masks: then fold nothing */
+            c->masks[c->n_masks++] = mv[i];
+        }
+        set_add(c, ((unsigned long long)mv[i] << 32 | (nv[i] & mv[i])) + 1);
     }
-    PyMem_Free(k);
-    if ((c->n_nets = uint_array(nets, &c->nets, "nets")) < 0) return -1;
-    if (uint_array(masks, &c->masks, "masks") != c->n_nets) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "nets and masks differ in length");
-        return -1;
-    }
+    PyMem_Free(k); PyMem_Free(nv); PyMem_Free(mv);
     if ((c->n_priv = uint_array(ps, &c->pstart, "private_starts")) < 0) return -1;
     if (uint_array(pe, &c->pend, "private_ends") != c->n_priv) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "private starts and ends differ in length");
@@ -444,7 +459,7 @@ static int classes_init(AddressClasses *c, PyObject *args, PyObject *kw) {
             return -1;
         }
         memcpy(c->repr[i], r[i], (size_t)l[i]);
-        c->repr_len[i] = l[i];
+        c->repr_len[i] = too_many ? 0 : l[i];
     }
     return 0;
 }
