@@ -650,6 +650,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     }
     const AddressClasses *fold = classes == Py_None ? NULL : (AddressClasses *)classes;
     Arena *arena = NULL;
+    Batch raw = {0};  /* with folding: raw key → its slot in b (n holds slot + 1) */
     unsigned char fbuf[512];
     if (tracker != Py_None && !syn_ready((SynTracker *)tracker)) return NULL;
     if (PyUnicode_READY(arg) < 0) return NULL;
@@ -669,9 +670,15 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         if (parse_line(s, e, &hs, &he, &ss, &se, &ps, &pe, &ds, &de)) {
             /* h names the line as written (a SYN's attempt); the key may have its addresses folded */
             unsigned long long h = hash_more(hash_more(hash_more(hash_more(HASH_SEED, hs, he), ss, se), ps, pe), ds, de);
+            Py_ssize_t k, r = -1;
+            if (fold) {  /* each raw key of the batch is folded once; its lines go straight to the slot */
+                r = batch_slot(&raw, h, hs, he, ss, se, ps, pe, ds, de);
+                if (r < 0) goto nomem;
+            }
             P fe;
-            Py_ssize_t k;
-            if (fold && fold_span(fold, ss, se, fbuf, sizeof fbuf, &fe)) {
+            if (r >= 0 && raw.slots[r].n) {
+                k = raw.slots[r].n - 1;
+            } else if (r >= 0 && fold_span(fold, ss, se, fbuf, sizeof fbuf, &fe)) {
                 P fs = fbuf;
                 unsigned long long hk = hash_more(hash_more(hash_more(hash_more(HASH_SEED, hs, he), fs, fe), ps, pe), ds, de);
                 Py_ssize_t before = b.n;
@@ -684,6 +691,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             } else {
                 k = batch_slot(&b, h, hs, he, ss, se, ps, pe, ds, de);
             }
+            if (k >= 0 && r >= 0) raw.slots[r].n = k + 1;
             if (k < 0) goto nomem;
             b.slots[k].n++;
             P sps, spe, ids, ide;
@@ -693,6 +701,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
                 goto nomem;
         } else if (find(s, e, ": policy ")) {
             batch_free(&b);
+            batch_free(&raw);
             arena_free(arena);
             Py_RETURN_NONE;  /* an eBPF trace line: parse_lines reads those */
         } else if (find(s, e, " OUT=")) {
@@ -740,6 +749,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     }
     parts_free(parts);
     batch_free(&b);
+    batch_free(&raw);
     arena_free(arena);
     Py_DECREF(empty);
     return Py_BuildValue("(NNnnnNO)", counts, retried, lines, ignored, malformed, sample, dns ? Py_True : Py_False);
@@ -747,6 +757,7 @@ nomem:
     PyErr_NoMemory();
 fail:
     batch_free(&b);
+    batch_free(&raw);
     arena_free(arena);
     Py_XDECREF(counts); Py_XDECREF(retried); Py_XDECREF(sample); Py_XDECREF(empty);
     return NULL;
