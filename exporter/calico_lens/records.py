@@ -218,15 +218,17 @@ class FlowRecordStage:
                     if f is None:  # no C scanner, or a message it leaves to protobuf
                         rec = decode(raw)
                         f = rec[:10]
-                    lab = cache.get(f[0]) or self._miss(f[0], raw, rec)
-                    if isinstance(lab, RecordError):
-                        raise lab
+                    lab = cache.get(f[0])
+                    if lab.__class__ is not _Labels:
+                        lab = lab or self._miss(f[0], raw, rec)
+                        if isinstance(lab, RecordError):
+                            raise lab
                 except RecordError as e:
                     bad += 1
                     error(e.reason, 1)
                     continue
                 start = f[1]
-                ident = hash((f[0], start, f[2]))
+                ident = hash(f[:3])  # (key, start, end)
                 if ident in seen:
                     dup += 1
                     continue
@@ -246,10 +248,13 @@ class FlowRecordStage:
                 if start != self._interval:
                     live_t.interval(start)
                     self._interval = start
-                row = lab.live
+                row, n = lab.live, f[_LIVE]
                 if not row[ALIVE]:
-                    row = lab.live = live_t.bind(lab.flow, [start, 0, True], f[_LIVE])
-                live_t.set_live(row, start, f[_LIVE])
+                    row = lab.live = live_t.bind(lab.flow, [start, 0, True], n)
+                if start > row[0]:  # LiveTable.set_live, inline: once per record
+                    row[0], row[1] = start, n
+                elif start == row[0]:
+                    row[1] += n
             self._trim()
         return parsed, dup, bad
 
