@@ -379,3 +379,17 @@ def test_only_what_inet_pton_reads_is_folded(text: str) -> None:
     if classes.fold(text) != text:
         socket.inet_pton(socket.AF_INET, text)  # raises for anything the kernel would not print
         assert text not in _KNOWN
+
+
+def test_many_folded_keys_in_one_batch() -> None:
+    """Folded spans of new keys are kept for the batch in 64 KiB chunks: a batch with far more than
+    one chunk of them still gives every key its own span."""
+    pipe = FlowPipeline(Config(), _demo_store())
+    classes = pipe.enricher.address_classes()
+    lines = [f"calico-packet: IN=eth{i} OUT=calia MAC=aa SRC=8.8.{i >> 8 & 255}.{i & 255} DST={_KNOWN[0]} "
+             f"LEN=60 PROTO=TCP SPT=1 DPT=80" for i in range(3000)]  # ≈ 200 kB of spans, each a new key
+    text = "\n".join(lines * 2) + "\n"
+    folded, plain = parse_text(text, None, 0, classes).counts, parse_text(text, None, 0).counts
+    assert len(folded) == len(plain) == 3000 and set(folded.values()) == {2}
+    assert {k[1].replace(k[1].split("SRC=")[1].split()[0], "X") for k in plain} == \
+        {k[1].replace(classes.fold("8.8.0.0"), "X") for k in folded}
