@@ -29,6 +29,7 @@ from calico_lens.sources.stream import StdinSource, TracePipeSource
 from calico_lens.sources.tail import FileTail
 
 log = logging.getLogger(__name__)
+SLOW_YAML_SECONDS = 2.0  # PyYAML builds its objects in Python: about 15 times the stdlib's JSON time
 QUEUE_BATCHES = 64  # bounded hand-over: a slow pipeline slows the readers, never grows memory
 
 
@@ -52,10 +53,16 @@ def _snapshot_docs(path: str) -> list:
                 return [json.loads(data)]
             except (ValueError, RecursionError) as e:
                 raise ConfigError(f"snapshot: {path} is not valid JSON: {e}") from None
+        t0 = time.monotonic()
         try:
-            return list(yaml.load_all(data, Loader=_YAML_LOADER))
+            docs = list(yaml.load_all(data, Loader=_YAML_LOADER))
         except yaml.YAMLError as e:
             raise ConfigError(f"snapshot: {path} is not valid YAML: {e}") from None
+        took = time.monotonic() - t0
+        if took > SLOW_YAML_SECONDS:
+            log.warning("snapshot: reading %s as YAML took %.1f s; the same objects as JSON "
+                        "(kubectl get ... -A -o json) load in a small fraction of that", path, took)
+        return docs
     finally:
         if paused:
             gc.enable()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from calico_lens.config import ConfigError, load
 from calico_lens.kube.endpoints import Endpoint, workload_of
@@ -278,6 +280,20 @@ def test_a_bad_snapshot_is_a_one_line_configuration_error(body: str, message: st
     p = run_cli("replay", "--snapshot", str(snap), "/dev/null", check=False)
     err = p.stderr.decode()
     assert p.returncode == 2 and message in err and "Traceback" not in err, err
+
+
+def test_a_slow_yaml_snapshot_points_to_json(tmp_path, monkeypatch, caplog) -> None:
+    import yaml
+    from calico_lens import agent
+    from calico_lens.demo.cluster import snapshot
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(snapshot()))
+    (tmp_path / "c.json").write_text(json.dumps(snapshot()))
+    monkeypatch.setattr(agent, "SLOW_YAML_SECONDS", 0.0)  # every read is slow: the hint must show
+    agent.load_snapshot(MetadataStore(), str(tmp_path / "c.json"))
+    assert "-o json" not in caplog.text  # JSON is the quick form already
+    agent.load_snapshot(MetadataStore(), str(tmp_path / "c.yaml"))
+    assert "kubectl get ... -A -o json" in caplog.text
 
 
 def test_a_json_snapshot_loads_as_its_yaml_does(tmp_path) -> None:
