@@ -15,8 +15,7 @@ from calico_lens.kube import endpoints as ep
 from calico_lens.kube.endpoints import Endpoint
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.kube.policies import PortVerdicts
-from calico_lens.parse.kernel_log import RawKey, split_span
-from calico_lens.parse.kernel_log import _scan as scanner
+from calico_lens.parse.kernel_log import AddressClasses, RawKey, split_span
 from calico_lens.parse.prefix import PrefixInfo, PrefixMatcher
 
 IGNORED = "ignored"
@@ -99,19 +98,19 @@ class Enricher:
         self._ports = _Bounded(1 << 17)  # DPT= text → number | None
         self._caches = (self._parts, self._heads, self._spans, self._ips, self._verdicts)  # follow the metadata
         self._gen = -1
-        self._classes = None
-        self._classes_of = None  # the IPIndex _classes were made from
+        self._classes = None  # AddressClasses for the scanner
+        self._classes_of = None  # the IPIndex they were made from
 
     @property
     def evictions(self) -> int:
         return sum(c.evicted for c in (*self._caches, self._protocols, self._ports))
 
-    def address_classes(self):
+    def address_classes(self) -> AddressClasses | None:  # type: ignore[valid-type]
         """For the C scanner (``parse_text``): the external addresses it may fold, under the current
         metadata. Every IPv4 address no endpoint claims gets the labels of "private" or "public"
         whatever its value, so a flood from a new address each line costs a few keys, not one per line.
         None when labels name external addresses (external_by_ip) or without the C scanner."""
-        if scanner is None or self.cfg.external_by_ip:
+        if AddressClasses is None or self.cfg.external_by_ip:
             return None
         index = self.store.index()
         if self._classes_of is not index:
@@ -119,8 +118,8 @@ class Enricher:
             # a representative is an address the index itself calls external of that class
             to = [next((a for a in _FOLD_TO[k] if index.lookup(a) == ep.external(a)
                         and ep.external(a).kind == k), "") for k in (ep.PRIVATE, ep.PUBLIC)]
-            self._classes = scanner.AddressClasses(known, [n for n, _ in nets], [m for _, m in nets],
-                                                   ep.PRIVATE_STARTS, ep.PRIVATE_ENDS, *to)
+            self._classes = AddressClasses(known, [n for n, _ in nets], [m for _, m in nets],
+                                           ep.PRIVATE_STARTS, ep.PRIVATE_ENDS, *to)
             self._classes_of = index
         return self._classes
 

@@ -25,6 +25,8 @@ try:  # the C scanner (setup.py builds it where a compiler is found); same resul
     from calico_lens.parse import _scan
 except ImportError:  # pragma: no cover - exercised on machines without a compiler
     _scan = None
+# What the scanner may fold (see _scan.c); None without the C scanner.
+AddressClasses = getattr(_scan, "AddressClasses", None)
 
 # (head, span, proto, dport, verdict). The span runs from "IN=" to just before "LEN=": interfaces,
 # MAC, SRC and DST, which stay the same for every packet of a flow, so one capture replaces four;
