@@ -6,6 +6,7 @@ basic auth from an exporter-toolkit web config file, scraped by the real Prometh
 from __future__ import annotations
 
 import gzip
+import json
 import socket
 import subprocess
 import sys
@@ -162,3 +163,41 @@ def test_a_bad_web_config_is_a_configuration_error(web: dict, message: str, tmp_
                         "--web-config-file", str(path), "--metrics-address", f"127.0.0.1:{free_port()}"],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert p.returncode == 2 and message in p.stderr, p.stderr
+
+
+def test_the_quickstart_prometheus_scrapes_a_protected_metrics(tls_agent, tmp_path: Path) -> None:
+    """metrics.webConfigSecret with the quickstart: the chart's own scrape job (scheme, basic auth and
+    CA from quickstart.prometheus.scrape.secret), run by the real Prometheus against a real agent."""
+    from tests.e2e.test_quickstart_scrape import _meta
+    from tests.unit.test_helm import find, render
+
+    agent, ca = tls_agent
+    docs = render("stock-values.yaml", "--set", "metrics.webConfigSecret=web", "--set", "metrics.scheme=https",
+                  "--set", "quickstart.prometheus.scrape.secret=scrape")
+    spec = find(docs, "Deployment", "-prometheus")["spec"]["template"]["spec"]
+    assert {"name": "scrape", "secret": {"secretName": "scrape"}} in spec["volumes"]
+    cfg = yaml.safe_load(find(docs, "ConfigMap", "-prometheus")["data"]["prometheus.yml"])
+    job = next(j for j in cfg["scrape_configs"] if j["job_name"] == "calico-lens")
+    (tmp_path / "password").write_text("s3cret")
+    text = yaml.safe_dump(job).replace("/etc/prometheus/scrape/password", str(tmp_path / "password")) \
+        .replace("/etc/prometheus/scrape/ca.crt", str(ca))
+    job = yaml.safe_load(text)
+    job.pop("kubernetes_sd_configs")
+    (tmp_path / "targets.json").write_text(json.dumps([{"targets": [agent.address], "labels": _meta("agent")}]))
+    job |= {"file_sd_configs": [{"files": [str(tmp_path / "targets.json")]}], "scrape_interval": "1s"}
+    port = free_port()
+    (tmp_path / "prom.yml").write_text(yaml.safe_dump({"scrape_configs": [job]}))
+    prom = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prom.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
+                             "--log.level=warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/-/ready")
+        end, up = time.monotonic() + 20, []
+        while time.monotonic() < end and not (up and up[0]["value"][1] == "1"):
+            time.sleep(0.5)
+            up = requests.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": "up"},
+                              timeout=5).json()["data"]["result"]
+        assert up and up[0]["value"][1] == "1" and up[0]["metric"]["job"] == "calico-lens", up
+    finally:
+        prom.terminate()
+        prom.wait(10)

@@ -110,6 +110,23 @@ scrape_configs:
       - {source_labels: [__meta_kubernetes_pod_container_port_name], regex: metrics, action: keep}
       - {source_labels: [__meta_kubernetes_pod_node_name], target_label: node}
       - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
+    {{- if $root.Values.metrics.webConfigSecret }}
+    {{- $scrape := $root.Values.quickstart.prometheus.scrape }}
+    scheme: {{ $root.Values.metrics.scheme }}
+    {{- if $scrape.username }}
+    basic_auth: {username: {{ $scrape.username | quote }}, password_file: /etc/prometheus/scrape/password}
+    {{- end }}
+    {{- if eq $root.Values.metrics.scheme "https" }}
+    tls_config:
+      ca_file: /etc/prometheus/scrape/ca.crt
+      {{- with $scrape.serverName }}
+      server_name: {{ . | quote }}
+      {{- end }}
+      {{- if $scrape.insecureSkipVerify }}
+      insecure_skip_verify: true
+      {{- end }}
+    {{- end }}
+    {{- end }}
   {{- end }}
 {{- end }}
 
