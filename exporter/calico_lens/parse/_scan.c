@@ -838,20 +838,9 @@ static PyMethodDef methods[] = {
 };
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_scan", NULL, -1, methods};
 PyMODINIT_FUNC PyInit__scan(void) {
-    if (PyType_Ready(&SynTrackerType) < 0 || PyType_Ready(&AddressClassesType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
-    if (!m) return NULL;
-    Py_INCREF(&AddressClassesType);
-    if (PyModule_AddObject(m, "AddressClasses", (PyObject *)&AddressClassesType) < 0) {
-        Py_DECREF(&AddressClassesType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&SynTrackerType);
-    if (PyModule_AddObject(m, "SynTracker", (PyObject *)&SynTrackerType) < 0) {
-        Py_DECREF(&SynTrackerType);
-        Py_DECREF(m);
-        return NULL;
-    }
+    /* PyModule_AddType (3.10+) readies the type and takes its own reference */
+    if (m && (PyModule_AddType(m, &SynTrackerType) < 0 || PyModule_AddType(m, &AddressClassesType) < 0))
+        Py_CLEAR(m);
     return m;
 }
