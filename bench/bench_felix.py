@@ -86,6 +86,46 @@ def end_to_end(n: int, clients: int) -> None:
           f"{n / cpu:,.0f} updates/s per core of the agent (target ≥ 50k)")
 
 
+_EMPTY_SERVER = """
+import os, sys, time
+from concurrent import futures
+import grpc
+def connect(requests, context):
+    for _ in requests:
+        yield b""  # a receipt for each message, nothing else
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+    "goldmane.FlowCollector", {"Connect": grpc.stream_stream_rpc_method_handler(connect)}),))
+server.add_insecure_port("unix:" + sys.argv[1])
+server.start()
+server.wait_for_termination()
+"""
+
+
+def grpcio_alone(n: int, clients: int) -> None:
+    """The same clients against a grpcio server whose handler does nothing but answer: the floor any
+    grpcio receiver stands on."""
+    raws = sample_flows(n, keys=2000)
+    with tempfile.TemporaryDirectory() as d:
+        sock = f"{d}/empty.sock"
+        proc = subprocess.Popen([sys.executable, "-c", _EMPTY_SERVER, sock])
+        try:
+            while not os.path.exists(sock):
+                time.sleep(0.05)
+            ctx = mp.get_context("spawn")
+            cpu0 = cpu_seconds(proc.pid)
+            workers = [ctx.Process(target=_client, args=(sock, raws[i::clients])) for i in range(clients)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            cpu = cpu_seconds(proc.pid) - cpu0
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    print(f"grpcio alone (a handler that only answers): {n / cpu:,.0f} messages/s per core of the server")
+
+
 def stage_only(n: int, batch: int = 1, keys: int = 2000) -> None:
     """Steady state, as on a node: Felix sends each of ``keys`` flow keys once per flush interval.
     The first interval (every key new: labels computed, rows bound) is timed apart."""
@@ -135,5 +175,6 @@ if __name__ == "__main__":
         stage_only(a.updates, batch=256)
     if a.only in (None, "socket"):
         end_to_end(a.updates, a.clients)
+        grpcio_alone(a.updates, a.clients)
     if a.only in (None, "memory"):
         memory(a.keys)
