@@ -18,7 +18,16 @@ from calico_lens.enrich import PROTOCOLS
 from calico_lens.kube import endpoints as ep
 from calico_lens.metrics import names
 from calico_lens.metrics.table import ALIVE, LabelTable, LiveTable
-from calico_lens.parse.felix_flow import FlowRecord, RecordError, check_shape, decode, fields_fast
+from calico_lens.parse.felix_flow import (
+    FlowDedupe,
+    FlowRecord,
+    RecordError,
+    check_shape,
+    decode,
+    felix_batch,
+    fields_fast,
+    flow_ident,
+)
 from calico_lens.proto import goldmane_pb2 as pb
 
 ACTIONS = {pb.Allow: "allow", pb.Deny: "deny", pb.Pass: "pass"}
@@ -96,6 +105,39 @@ def _deciding(hits, action: int | None = None):
     return ordered[-1] if ordered else None
 
 
+class PyFlowDedupe:
+    """Recent Felix flows by identity, oldest first: _scan.FlowDedupe's twin without a compiler."""
+
+    def __init__(self) -> None:
+        self._seen: OrderedDict[int, int] = OrderedDict()  # identity → start, in arrival order
+        self.newest = 0
+        self.evicted = 0  # dropped while Felix could still resend them
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def add(self, ident: int, start: int) -> bool:
+        if ident in self._seen:
+            return False
+        self._seen[ident] = start
+        self.newest = max(self.newest, start)
+        return True
+
+    def trim(self, horizon: int, limit: int) -> None:
+        seen, oldest_kept = self._seen, self.newest - horizon
+        while seen:
+            start = next(iter(seen.values()))
+            if start >= oldest_kept and len(seen) <= limit:
+                break
+            if start >= oldest_kept:
+                self.evicted += 1  # a resend of this one would now count twice
+            seen.popitem(last=False)
+
+
+def _py_ident(key: bytes, start: int, end: int) -> int:
+    return hash((key, start, end))
+
+
 class FlowRecordStage:
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -115,12 +157,11 @@ class FlowRecordStage:
         self.preview = table(names.POLICY_PREVIEW, names.POLICY_PREVIEW_LABELS)
         self.tables = [self.started, self.completed, self.bytes, self.packets, self.hits, self.preview]
         self._labels: dict[bytes, _Labels | RecordError] = {}
-        # hash((key, start, end)) → start, in arrival order (OrderedDict: cheap to drop the oldest)
-        self._seen: OrderedDict[int, int] = OrderedDict()
+        # (key, start, end) of recent flows, to drop Felix's resends; C and Python paths share it
+        self._seen = FlowDedupe() if FlowDedupe is not None else PyFlowDedupe()
+        self._ident = flow_ident if flow_ident is not None else _py_ident
         self.dedupe_max = cfg.felix_dedupe_max
-        self.dedupe_evicted = 0  # entries dropped to stay within felix_dedupe_max
         self.label_evictions = 0
-        self._newest = 0
         self._interval = -1  # the last interval start the live table was told of
 
     # -- labels, once per distinct key ---------------------------------------------------------
@@ -202,73 +243,73 @@ class FlowRecordStage:
     # -- the counted entry ----------------------------------------------------------------------
     def add(self, raws: list[bytes], error: Error) -> tuple[int, int, int]:
         """Count a batch of raw FlowUpdate messages. Returns (parsed, duplicate, malformed); every
-        malformed one is also reported to ``error`` with its reason."""
+        malformed one is also reported to ``error`` with its reason. The common case (a known key,
+        its rows bound, the current interval) runs in C (felix_batch); each record it stops at takes
+        the Python path below, then C goes on."""
         parsed = dup = bad = 0
-        fast, cache, live_t = fields_fast, self._labels, self.live
         now = time.monotonic()
+        limit = self.cfg.felix_max_message_bytes
         with self._lock:
-            seen = self._seen
-            limit = self.cfg.felix_max_message_bytes
-            for raw in raws:
-                rec = None
-                try:
-                    if len(raw) > limit:
-                        raise RecordError("oversize", f"{len(raw)} bytes > felix_max_message_bytes {limit}")
-                    f = fast(raw) if fast is not None else None
-                    if f is None:  # no C scanner, or a message it leaves to protobuf
-                        rec = decode(raw)
-                        f = rec[:10]
-                    lab = cache.get(f[0])
-                    if lab.__class__ is not _Labels:
-                        lab = lab or self._miss(f[0], raw, rec)
-                        if isinstance(lab, RecordError):
-                            raise lab
-                except RecordError as e:
-                    bad += 1
-                    error(e.reason, 1)
-                    continue
-                start = f[1]
-                ident = hash(f[:3])  # (key, start, end)
-                if ident in seen:
+            i, total = 0, len(raws)
+            while i < total:
+                if felix_batch is not None:
+                    i, p, d = felix_batch(raws, i, limit, self._labels, _Labels, self._seen, now, self._interval)
+                    parsed, dup = parsed + p, dup + d
+                    if i >= total:
+                        break
+                got = self._one(raws[i], limit, now)
+                if got is None:
                     dup += 1
-                    continue
-                seen[ident] = start
-                if start > self._newest:
-                    self._newest = start
-                parsed += 1
-                # Counters: add in place to the rows this key writes (bound on first use).
-                for slot in lab.slots:
-                    i, table, labels, row = slot
-                    n = f[i]
-                    if n:
-                        if not row[ALIVE]:
-                            row = slot[3] = table.bind(labels, [0.0, now, True])
-                        row[0] += n
-                        row[1] = now
-                if start != self._interval:
-                    live_t.interval(start)
-                    self._interval = start
-                row, n = lab.live, f[_LIVE]
-                if not row[ALIVE]:
-                    row = lab.live = live_t.bind(lab.flow, [start, 0, True], n)
-                if start > row[0]:  # LiveTable.set_live, inline: once per record
-                    row[0], row[1] = start, n
-                elif start == row[0]:
-                    row[1] += n
-            self._trim()
+                elif got is True:
+                    parsed += 1
+                else:
+                    bad += 1
+                    error(got.reason, 1)
+                i += 1
+            self._seen.trim(DEDUPE_HORIZON, self.dedupe_max)
         return parsed, dup, bad
 
-    def _trim(self) -> None:
-        """Forget flows older than Felix can resend, and stay within the dedupe bound."""
-        seen = self._seen
-        horizon = self._newest - DEDUPE_HORIZON
-        while seen:
-            _, start = next(iter(seen.items()))
-            if start >= horizon and len(seen) <= self.dedupe_max:
-                break
-            if start >= horizon:
-                self.dedupe_evicted += 1  # a resend of this one would now count twice
-            seen.popitem(last=False)
+    def _one(self, raw: bytes, limit: int, now: float) -> bool | RecordError | None:
+        """One record (under the lock): True counted, None a resend, or why it was refused."""
+        rec = None
+        try:
+            if len(raw) > limit:
+                raise RecordError("oversize", f"{len(raw)} bytes > felix_max_message_bytes {limit}")
+            f = fields_fast(raw) if fields_fast is not None else None
+            if f is None:  # no C reader, or a message it leaves to protobuf
+                rec = decode(raw)
+                f = rec[:10]
+            lab = self._labels.get(f[0]) or self._miss(f[0], raw, rec)
+            if isinstance(lab, RecordError):
+                raise lab
+        except RecordError as e:
+            return e
+        start = f[1]
+        if not self._seen.add(self._ident(f[0], start, f[2]), start):
+            return None
+        # Counters: add in place to the rows this key writes (bound on first use).
+        for slot in lab.slots:
+            i, table, labels, row = slot
+            n = f[i]
+            if n:
+                if not row[ALIVE]:
+                    row = slot[3] = table.bind(labels, [0.0, now, True])
+                row[0] += n
+                row[1] = now
+        live_t = self.live
+        if start != self._interval:
+            live_t.interval(start)
+            self._interval = start
+        row, n = lab.live, f[_LIVE]
+        if not row[ALIVE]:
+            row = lab.live = live_t.bind(lab.flow, [start, 0, True], n)
+        live_t.set_live(row, start, n)
+        return True
+
+    @property
+    def dedupe_evicted(self) -> int:
+        """Flows forgotten early to stay within felix_dedupe_max."""
+        return self._seen.evicted
 
     def dedupe_entries(self) -> int:
         return len(self._seen)

@@ -17,6 +17,8 @@ from calico_lens.metrics.table import LiveTable
 from calico_lens.pipeline import FlowPipeline, RecordBatch
 from calico_lens.records import aggregate_workload
 from calico_lens.sources import registry
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
 POD_A = ("pod", "shop", "web-6f7d8c9b5d-*")
@@ -250,3 +252,66 @@ def test_c_reader_and_protobuf_agree_on_any_bytes(monkeypatch) -> None:
                 *(sorted(t.snapshot()) for t in (*st.tables, st.live)))
 
     assert count(felix_flow.fields_fast) == count(None)
+
+
+# --- the C path of the record stage and the Python one agree ---------------------------------------
+def _records(draw_keys: list[tuple[int, int, int, int]]) -> list[bytes]:
+    """Raw FlowUpdates from (key number, interval, started, live) tuples; some garbage between."""
+    out = []
+    for k, interval, started, live in draw_keys:
+        if k == 9:
+            out.append(b"\x0a\x05garbage")  # refused: malformed
+            continue
+        allow = [hit("np", f"allow-{k % 3}", "allow", "shop", index=0, rule=k % 2)]
+        pending = [hit("snp", "lockdown", "deny", "shop", index=0)] if k % 4 == 0 else allow
+        out.extend(updates([flow(POD_A, ("pod", "shop", f"svc{k}-7d9c5b8f4-*"), 80 + k % 2, "allow",
+                                 "src" if k % 2 else "dst", 1000 + 15 * interval, enforced=allow, pending=pending,
+                                 src_labels=["app=a"], dst_labels=["app=b", "pod-template-hash=7d9c5b8f4"],
+                                 packets=(k, 2), bytes_=(100 * k, 0), connections=(started, started // 2, live))]))
+    return out
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(st.tuples(st.integers(0, 9), st.integers(0, 4), st.integers(0, 3), st.integers(0, 2)),
+                         max_size=30), min_size=1, max_size=8),
+       st.integers(3, 12), st.integers(2, 40), st.booleans())
+def test_the_c_path_counts_as_the_python_path(batches, cap, dedupe_max, drop) -> None:
+    """felix_batch (C) and the per-record Python path, each with its own dedupe, give the same tables,
+    results and dedupe state: resends, new keys, intervals, refusals, the series cap, dropped rows."""
+    import calico_lens.records as records
+
+    def run(c: bool) -> tuple:
+        saved = records.felix_batch, records.FlowDedupe, records.flow_ident
+        if not c:  # as on a machine without a compiler (the C field reader stays: it is the same either way)
+            records.felix_batch = records.FlowDedupe = records.flow_ident = None
+        try:
+            _, stage_ = stage(max_series=cap, felix_dedupe_max=dedupe_max)
+            results = []
+            for n, b in enumerate(batches):
+                results.append(stage_.add(_records(b), lambda reason, k: None))
+                if drop and n % 2:
+                    stage_.started.remove_where(lambda k: k[4].startswith("svc1"))  # rows dropped under the stage
+        finally:
+            records.felix_batch, records.FlowDedupe, records.flow_ident = saved
+        tables = tuple(sorted(t.snapshot()) for t in (*stage_.tables, stage_.live))
+        return results, tables, stage_.dedupe_entries(), stage_.dedupe_evicted
+
+    assert run(True) == run(False)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.tuples(st.just("add"), st.integers(1, 60), st.integers(0, 40)),
+                          st.tuples(st.just("trim"), st.integers(0, 30), st.integers(0, 30))), max_size=300))
+def test_c_flow_dedupe_equals_the_python_one(ops) -> None:
+    from calico_lens.parse._scan import FlowDedupe
+    from calico_lens.records import PyFlowDedupe
+
+    c, py = FlowDedupe(), PyFlowDedupe()
+    for op, a, b in ops:
+        if op == "add":
+            ident = a * 0x9E3779B97F4A7C15 % 2**64 or 1
+            assert c.add(ident, b) == py.add(ident, b)
+        else:
+            c.trim(a, b)
+            py.trim(a, b)
+        assert (len(c), c.evicted, c.newest) == (len(py), py.evicted, py.newest)

@@ -1,6 +1,7 @@
-"""The C scanner built with AddressSanitizer and UBSan, run through the parse tests (property tests
-included): an out-of-bounds read or undefined behaviour on any input the tests make aborts the run.
-The scanner reads hostile text from the node, so "never a crash" has to hold in its C too."""
+"""The C module built with AddressSanitizer and UBSan, run through the tests of what uses it (the
+kernel-line scanner and the Felix record stage, property tests included): an out-of-bounds access or
+undefined behaviour on any input the tests make aborts the run. It reads hostile input from the
+node, so "never a crash" has to hold in its C too."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def _runtime(name: str) -> str:
     return path.strip()
 
 
-def test_parse_tests_pass_with_the_sanitized_scanner(tmp_path: Path) -> None:
+def test_its_tests_pass_with_the_sanitized_c_module(tmp_path: Path) -> None:
     pkg = tmp_path / "calico_lens"
     shutil.copytree(ROOT / "exporter" / "calico_lens", pkg, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
     ext = pkg / "parse" / ("_scan" + sysconfig.get_config_var("EXT_SUFFIX"))
@@ -35,7 +36,8 @@ def test_parse_tests_pass_with_the_sanitized_scanner(tmp_path: Path) -> None:
                            env=env, capture_output=True, text=True, timeout=60)
     assert which.stdout.strip() == str(ext), which.stderr  # the sanitized build is the one under test
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-                          str(ROOT / "tests" / "unit" / "test_parse.py")], env=env, cwd=ROOT,
+                          str(ROOT / "tests" / "unit" / "test_parse.py"),
+                          str(ROOT / "tests" / "unit" / "test_felix_records.py")], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert " passed" in run.stdout and "failed" not in run.stdout

@@ -791,42 +791,316 @@ static int skip_field(P *p, P end, unsigned wire) {
     }
 }
 
-static PyObject *flow_fields(PyObject *self, PyObject *arg) {
-    char *buf; Py_ssize_t len;
-    if (PyBytes_AsStringAndSize(arg, &buf, &len) < 0) return NULL;
-    P p = (P)buf, end = p + len, flow = NULL, fend = NULL, key = NULL;
-    unsigned long long tag, n, key_len = 0, v[13] = {0};
+/* The fields of a FlowUpdate (see flow_fields below): the key, and in f[1..9] start, end, packets
+ * in/out, bytes in/out, connections started/completed/live. 0: leave the message to protobuf. */
+static int read_flow(P p, P end, P *key_out, Py_ssize_t *key_len, long long f[10]) {
+    P flow = NULL, fend = NULL, key = NULL;
+    unsigned long long tag, n, klen = 0, v[13] = {0};
     while (p < end) {  /* FlowUpdate: field 1 = Flow, once */
-        if (!read_varint(&p, end, &tag)) Py_RETURN_NONE;
+        if (!read_varint(&p, end, &tag)) return 0;
         if (tag == 0x0a) {
-            if (flow || !read_varint(&p, end, &n) || n > (unsigned long long)(end - p)) Py_RETURN_NONE;
+            if (flow || !read_varint(&p, end, &n) || n > (unsigned long long)(end - p)) return 0;
             flow = p; fend = p + n; p += n;
         } else if ((tag >> 3) == 1 || !skip_field(&p, end, tag & 7)) {
-            Py_RETURN_NONE;
+            return 0;
         }
     }
-    if (!flow) Py_RETURN_NONE;
+    if (!flow) return 0;
     p = flow;
     while (p < fend) {
-        if (!read_varint(&p, fend, &tag)) Py_RETURN_NONE;
+        if (!read_varint(&p, fend, &tag)) return 0;
         unsigned field = (unsigned)(tag >> 3), wire = tag & 7;
         if (field == 1) {
-            if (key || wire != 2 || !read_varint(&p, fend, &n) || n > (unsigned long long)(fend - p)) Py_RETURN_NONE;
-            key = p; key_len = n; p += n;
+            if (key || wire != 2 || !read_varint(&p, fend, &n) || n > (unsigned long long)(fend - p)) return 0;
+            key = p; klen = n; p += n;
         } else if (field == 4 || field == 5) {
-            if (wire != 2 || !read_varint(&p, fend, &n) || n > (unsigned long long)(fend - p)) Py_RETURN_NONE;
-            for (P q = p; q < p + n; q++) if (*q >= 0x80) Py_RETURN_NONE;  /* labels are ASCII */
+            if (wire != 2 || !read_varint(&p, fend, &n) || n > (unsigned long long)(fend - p)) return 0;
+            for (P q = p; q < p + n; q++) if (*q >= 0x80) return 0;  /* labels are ASCII */
             p += n;
         } else if (field >= 2 && field <= 12) {
-            if (wire != 0 || !read_varint(&p, fend, &v[field])) Py_RETURN_NONE;
+            if (wire != 0 || !read_varint(&p, fend, &v[field])) return 0;
         } else if (field == 0 || !skip_field(&p, fend, wire)) {
-            Py_RETURN_NONE;
+            return 0;
         }
     }
-    if (!key) Py_RETURN_NONE;
-    return Py_BuildValue("(y#LLLLLLLLL)", (const char *)key, (Py_ssize_t)key_len,
-                         (long long)v[2], (long long)v[3], (long long)v[6], (long long)v[7], (long long)v[8],
-                         (long long)v[9], (long long)v[10], (long long)v[11], (long long)v[12]);
+    if (!key) return 0;
+    static const int order[10] = {0, 2, 3, 6, 7, 8, 9, 10, 11, 12};
+    for (int i = 1; i < 10; i++) f[i] = (long long)v[order[i]];
+    *key_out = key; *key_len = (Py_ssize_t)klen;
+    return 1;
+}
+
+static PyObject *flow_fields(PyObject *self, PyObject *arg) {
+    (void)self;
+    char *buf; Py_ssize_t len, klen;
+    P key;
+    long long f[10];
+    if (PyBytes_AsStringAndSize(arg, &buf, &len) < 0) return NULL;
+    if (!read_flow((P)buf, (P)buf + len, &key, &klen, f)) Py_RETURN_NONE;
+    return Py_BuildValue("(y#LLLLLLLLL)", (const char *)key, klen, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]);
+}
+
+/* The identity of a Felix flow for dedupe: its key's bytes, start and end. */
+static unsigned long long ident_of(P key, Py_ssize_t klen, long long start, long long end) {
+    unsigned char se[16];
+    memcpy(se, &start, 8); memcpy(se + 8, &end, 8);
+    unsigned long long h = hash_more(hash_more(HASH_SEED, key, key + klen), se, se + 16);
+    return h ? h : 1;  /* 0 marks an empty slot */
+}
+static PyObject *flow_ident(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *key; Py_ssize_t klen;
+    long long start, end;
+    if (!PyArg_ParseTuple(args, "y#LL", &key, &klen, &start, &end)) return NULL;
+    return PyLong_FromUnsignedLongLong(ident_of((P)key, klen, start, end));
+}
+
+/*
+ * FlowDedupe(): the identities of recent Felix flows in arrival order (a ring) with a set beside it,
+ * so a resend is told in O(1) and the oldest go first, as an OrderedDict would (PyFlowDedupe in
+ * records.py is the same for machines without a compiler; a test holds both equal).
+ */
+typedef struct { unsigned long long id; long long start; } Seen;
+typedef struct {
+    PyObject_HEAD
+    Seen *ring;
+    Py_ssize_t ring_cap, head, n;
+    unsigned long long *set;
+    size_t set_mask;
+    long long newest;
+    Py_ssize_t evicted;  /* dropped while Felix could still resend them (the bound bit) */
+} FlowDedupe;
+
+static size_t dd_home(const FlowDedupe *d, unsigned long long id) { return (size_t)mix(id) & d->set_mask; }
+static int dd_has(const FlowDedupe *d, unsigned long long id) {
+    for (size_t i = dd_home(d, id); d->set[i]; i = (i + 1) & d->set_mask)
+        if (d->set[i] == id) return 1;
+    return 0;
+}
+static void dd_put(FlowDedupe *d, unsigned long long id) {
+    size_t i = dd_home(d, id);
+    while (d->set[i]) i = (i + 1) & d->set_mask;
+    d->set[i] = id;
+}
+static void dd_del(FlowDedupe *d, unsigned long long id) {  /* linear probing, backward-shift delete */
+    size_t i = dd_home(d, id);
+    while (d->set[i] != id) {
+        if (!d->set[i]) return;
+        i = (i + 1) & d->set_mask;
+    }
+    for (size_t j = i;;) {
+        j = (j + 1) & d->set_mask;
+        if (!d->set[j]) break;
+        size_t k = dd_home(d, d->set[j]);
+        if ((j > i && (k <= i || k > j)) || (j < i && k <= i && k > j)) { d->set[i] = d->set[j]; i = j; }
+    }
+    d->set[i] = 0;
+}
+/* Room for one more: the set at most half full, the ring with a free slot. 0 on no memory. */
+static int dd_reserve(FlowDedupe *d) {
+    if ((size_t)(d->n + 1) * 2 > d->set_mask + 1) {
+        size_t cap = (d->set_mask + 1) * 2;
+        unsigned long long *old = d->set, *set = PyMem_Calloc(cap, sizeof(unsigned long long));
+        if (!set) return 0;
+        size_t old_cap = d->set_mask + 1;
+        d->set = set; d->set_mask = cap - 1;
+        for (size_t i = 0; i < old_cap; i++) if (old[i]) dd_put(d, old[i]);
+        PyMem_Free(old);
+    }
+    if (d->n == d->ring_cap) {
+        Py_ssize_t cap = d->ring_cap * 2;
+        Seen *ring = PyMem_Malloc(sizeof(Seen) * (size_t)cap);
+        if (!ring) return 0;
+        for (Py_ssize_t i = 0; i < d->n; i++) ring[i] = d->ring[(d->head + i) % d->ring_cap];
+        PyMem_Free(d->ring);
+        d->ring = ring; d->ring_cap = cap; d->head = 0;
+    }
+    return 1;
+}
+/* 1: new (remembered), 0: seen before, -1: no memory. */
+static int dd_add(FlowDedupe *d, unsigned long long id, long long start) {
+    if (dd_has(d, id)) return 0;
+    if (!dd_reserve(d)) return -1;
+    dd_put(d, id);
+    d->ring[(d->head + d->n) % d->ring_cap] = (Seen){id, start};
+    d->n++;
+    if (start > d->newest) d->newest = start;
+    return 1;
+}
+static int dd_ready(FlowDedupe *d) {
+    if (d->set) return 1;
+    PyErr_SetString(PyExc_TypeError, "FlowDedupe was not initialised");
+    return 0;
+}
+static int dd_init(FlowDedupe *d, PyObject *args, PyObject *kw) {
+    (void)kw;
+    if (!PyArg_ParseTuple(args, "")) return -1;
+    if (d->set) { PyErr_SetString(PyExc_TypeError, "FlowDedupe is already initialised"); return -1; }
+    d->ring = PyMem_Malloc(sizeof(Seen) * 64);
+    d->set = PyMem_Calloc(128, sizeof(unsigned long long));
+    if (!d->ring || !d->set) { PyMem_Free(d->ring); PyMem_Free(d->set); d->ring = NULL; d->set = NULL; PyErr_NoMemory(); return -1; }
+    d->ring_cap = 64; d->set_mask = 127; d->head = d->n = 0; d->newest = 0; d->evicted = 0;
+    return 0;
+}
+static void dd_dealloc(FlowDedupe *d) {
+    PyMem_Free(d->ring); PyMem_Free(d->set);
+    Py_TYPE(d)->tp_free((PyObject *)d);
+}
+static PyObject *dd_add_py(FlowDedupe *d, PyObject *args) {
+    unsigned long long id;
+    long long start;
+    if (!dd_ready(d) || !PyArg_ParseTuple(args, "KL", &id, &start)) return NULL;
+    int r = dd_add(d, id ? id : 1, start);
+    if (r < 0) return PyErr_NoMemory();
+    return PyBool_FromLong(r);
+}
+static PyObject *dd_trim(FlowDedupe *d, PyObject *args) {
+    long long horizon;
+    Py_ssize_t max;
+    if (!dd_ready(d) || !PyArg_ParseTuple(args, "Ln", &horizon, &max)) return NULL;
+    long long oldest_kept = d->newest - horizon;
+    while (d->n) {
+        Seen *s = &d->ring[d->head];
+        if (s->start >= oldest_kept && d->n <= max) break;
+        if (s->start >= oldest_kept) d->evicted++;
+        dd_del(d, s->id);
+        d->head = (d->head + 1) % d->ring_cap;
+        d->n--;
+    }
+    Py_RETURN_NONE;
+}
+static Py_ssize_t dd_len(FlowDedupe *d) { return d->n; }
+static PyObject *dd_get_evicted(FlowDedupe *d, void *c) { (void)c; return PyLong_FromSsize_t(d->evicted); }
+static PyObject *dd_get_newest(FlowDedupe *d, void *c) { (void)c; return PyLong_FromLongLong(d->newest); }
+static PyGetSetDef dd_getset[] = {
+    {"evicted", (getter)dd_get_evicted, NULL, "flows dropped while Felix could still resend them", NULL},
+    {"newest", (getter)dd_get_newest, NULL, "the newest start time seen", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+static PyMethodDef dd_methods[] = {
+    {"add", (PyCFunction)dd_add_py, METH_VARARGS, "add(ident, start) -> True if new, False for a resend"},
+    {"trim", (PyCFunction)dd_trim, METH_VARARGS,
+     "trim(horizon, max): forget flows started more than horizon before the newest, and the oldest past max"},
+    {NULL, NULL, 0, NULL},
+};
+static PySequenceMethods dd_seq = {.sq_length = (lenfunc)dd_len};
+static PyTypeObject FlowDedupeType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "calico_lens.parse._scan.FlowDedupe",
+    .tp_basicsize = sizeof(FlowDedupe),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "FlowDedupe(): recent Felix flows, to drop their resends",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)dd_init,
+    .tp_dealloc = (destructor)dd_dealloc,
+    .tp_methods = dd_methods,
+    .tp_getset = dd_getset,
+    .tp_as_sequence = &dd_seq,
+};
+
+/* row[i] += n for a float or int row value; 0 on error. */
+static int row_add(PyObject *row, Py_ssize_t i, long long n) {
+    PyObject *old = PyList_GET_ITEM(row, i), *v;
+    if (PyFloat_CheckExact(old)) {
+        v = PyFloat_FromDouble(PyFloat_AS_DOUBLE(old) + (double)n);
+    } else {
+        PyObject *add = PyLong_FromLongLong(n);
+        v = add ? PyNumber_Add(old, add) : NULL;
+        Py_XDECREF(add);
+    }
+    if (!v) return 0;
+    PyList_SET_ITEM(row, i, v);
+    Py_DECREF(old);
+    return 1;
+}
+static int alive(PyObject *row) {
+    return PyList_CheckExact(row) && PyList_GET_SIZE(row) >= 3 && PyList_GET_ITEM(row, 2) == Py_True;
+}
+
+/*
+ * felix_batch(raws, i, limit, labels, labels_type, dedupe, now, interval) -> (i, parsed, duplicate)
+ * The record stage's common case in C: records from raws[i] on whose key has labels of labels_type
+ * in ``labels`` (the cache), whose rows are all bound and alive, and whose start is the live
+ * gauge's current ``interval``: each is deduplicated and added to its rows in place. It stops at the
+ * first record that needs Python (a new key, a refusal, a row to bind, a new interval, a message
+ * protobuf must read) and returns its index; nothing of that record has been counted.
+ */
+static PyObject *felix_batch(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *raws, *cache, *labels_type, *dedupe, *now;
+    Py_ssize_t i, limit;
+    long long interval;
+    if (!PyArg_ParseTuple(args, "OnnOOOOL", &raws, &i, &limit, &cache, &labels_type, &dedupe, &now, &interval))
+        return NULL;
+    if (!PyObject_TypeCheck(dedupe, &FlowDedupeType) || !dd_ready((FlowDedupe *)dedupe)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "felix_batch(): dedupe must be a FlowDedupe");
+        return NULL;
+    }
+    if (!PyDict_Check(cache) || !PyType_Check(labels_type)) {
+        PyErr_SetString(PyExc_TypeError, "felix_batch(): labels must be a dict and labels_type a type");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(raws, "felix_batch(): raws must be a sequence");
+    if (!seq) return NULL;
+    FlowDedupe *d = (FlowDedupe *)dedupe;
+    Py_ssize_t total = PySequence_Fast_GET_SIZE(seq), parsed = 0, dup = 0;
+    PyObject *slots_name = PyUnicode_InternFromString("slots"), *live_name = PyUnicode_InternFromString("live");
+    if (!slots_name || !live_name) goto fail;
+    for (; i < total; i++) {
+        PyObject *raw = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyBytes_Check(raw) || PyBytes_GET_SIZE(raw) > limit) break;
+        P key; Py_ssize_t klen; long long f[10];
+        P buf = (P)PyBytes_AS_STRING(raw);
+        if (!read_flow(buf, buf + PyBytes_GET_SIZE(raw), &key, &klen, f) || f[1] != interval) break;
+        PyObject *kb = PyBytes_FromStringAndSize((const char *)key, klen);
+        if (!kb) goto fail;
+        PyObject *lab = PyDict_GetItemWithError(cache, kb);  /* borrowed */
+        Py_DECREF(kb);
+        if (!lab) { if (PyErr_Occurred()) goto fail; break; }
+        if (Py_TYPE(lab) != (PyTypeObject *)labels_type) break;
+        unsigned long long id = ident_of(key, klen, f[1], f[2]);
+        if (dd_has(d, id)) { dup++; continue; }
+        PyObject *slots = PyObject_GetAttr(lab, slots_name), *live = PyObject_GetAttr(lab, live_name);
+        int ready = slots && live && PyList_CheckExact(slots) && alive(live);
+        for (Py_ssize_t k = 0; ready && k < PyList_GET_SIZE(slots); k++) {  /* every row it writes bound */
+            PyObject *slot = PyList_GET_ITEM(slots, k);
+            long idx = PyList_CheckExact(slot) && PyList_GET_SIZE(slot) == 4 ? PyLong_AsLong(PyList_GET_ITEM(slot, 0)) : -1;
+            if (idx < 3 || idx > 9) { PyErr_Clear(); ready = 0; break; }
+            if (f[idx] && !alive(PyList_GET_ITEM(slot, 3))) ready = 0;
+        }
+        if (!ready) { Py_XDECREF(slots); Py_XDECREF(live); if (PyErr_Occurred()) goto fail; break; }
+        if (dd_add(d, id, f[1]) < 0) { Py_DECREF(slots); Py_DECREF(live); PyErr_NoMemory(); goto fail; }
+        parsed++;
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(slots); k++) {
+            PyObject *slot = PyList_GET_ITEM(slots, k);
+            long long n = f[PyLong_AsLong(PyList_GET_ITEM(slot, 0))];
+            if (!n) continue;
+            PyObject *row = PyList_GET_ITEM(slot, 3);
+            if (!row_add(row, 0, n)) { Py_DECREF(slots); Py_DECREF(live); goto fail; }
+            Py_INCREF(now);
+            PyObject *old = PyList_GET_ITEM(row, 1);
+            PyList_SET_ITEM(row, 1, now);
+            Py_DECREF(old);
+        }
+        /* the live gauge: a newer interval replaces the row's value, the same one adds to it */
+        long long rs = PyLong_AsLongLong(PyList_GET_ITEM(live, 0));
+        if (rs == -1 && PyErr_Occurred()) { Py_DECREF(slots); Py_DECREF(live); goto fail; }
+        int ok = 1;
+        if (f[1] > rs) {
+            PyObject *a = PyLong_FromLongLong(f[1]), *b = PyLong_FromLongLong(f[9]);
+            ok = a && b && PyList_SetItem(live, 0, a) == 0 && PyList_SetItem(live, 1, b) == 0;
+            if (!ok) { Py_XDECREF(a); Py_XDECREF(b); }
+        } else if (f[1] == rs) {
+            ok = row_add(live, 1, f[9]);
+        }
+        Py_DECREF(slots); Py_DECREF(live);
+        if (!ok) goto fail;
+    }
+    Py_DECREF(seq); Py_DECREF(slots_name); Py_DECREF(live_name);
+    return Py_BuildValue("(nnn)", i, parsed, dup);
+fail:
+    Py_DECREF(seq); Py_XDECREF(slots_name); Py_XDECREF(live_name);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {
@@ -834,13 +1108,17 @@ static PyMethodDef methods[] = {
      "scan(text, tracker, now, classes=None) -> (counts, retried, lines, ignored, malformed, sample, dns)"},
     {"attempt_id", attempt_id, METH_VARARGS, "attempt_id(head, span, proto, dport, sport) -> the id scan() gives a SYN"},
     {"flow_fields", flow_fields, METH_O, "flow_fields(raw FlowUpdate) -> (key, start, end, 7 counters) or None"},
+    {"flow_ident", flow_ident, METH_VARARGS, "flow_ident(key, start, end) -> the identity FlowDedupe keeps"},
+    {"felix_batch", felix_batch, METH_VARARGS,
+     "felix_batch(raws, i, limit, labels, labels_type, dedupe, now, interval) -> (i, parsed, duplicate)"},
     {NULL, NULL, 0, NULL},
 };
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_scan", NULL, -1, methods};
 PyMODINIT_FUNC PyInit__scan(void) {
     PyObject *m = PyModule_Create(&module);
     /* PyModule_AddType (3.10+) readies the type and takes its own reference */
-    if (m && (PyModule_AddType(m, &SynTrackerType) < 0 || PyModule_AddType(m, &AddressClassesType) < 0))
+    if (m && (PyModule_AddType(m, &SynTrackerType) < 0 || PyModule_AddType(m, &AddressClassesType) < 0 ||
+              PyModule_AddType(m, &FlowDedupeType) < 0))
         Py_CLEAR(m);
     return m;
 }

@@ -17,9 +17,10 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from calico_lens.proto import goldmane_pb2 as pb
 
 try:  # the C reader of the per-record fields (built with the kernel-line scanner); None: protobuf only
+    from calico_lens.parse._scan import FlowDedupe, felix_batch, flow_ident
     from calico_lens.parse._scan import flow_fields as fields_fast
 except ImportError:  # pragma: no cover - without a compiler at install
-    fields_fast = None
+    fields_fast = felix_batch = flow_ident = FlowDedupe = None
 
 
 class RecordError(ValueError):
