@@ -1025,6 +1025,7 @@ static int alive(PyObject *row) {
  * first record that needs Python (a new key, a refusal, a row to bind, a new interval, a message
  * protobuf must read) and returns its index; nothing of that record has been counted.
  */
+static PyObject *str_slots, *str_live;  /* the _Labels attributes felix_batch reads, interned at import */
 static PyObject *felix_batch(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *raws, *cache, *labels_type, *dedupe, *now;
@@ -1044,8 +1045,6 @@ static PyObject *felix_batch(PyObject *self, PyObject *args) {
     if (!seq) return NULL;
     FlowDedupe *d = (FlowDedupe *)dedupe;
     Py_ssize_t total = PySequence_Fast_GET_SIZE(seq), parsed = 0, dup = 0;
-    PyObject *slots_name = PyUnicode_InternFromString("slots"), *live_name = PyUnicode_InternFromString("live");
-    if (!slots_name || !live_name) goto fail;
     for (; i < total; i++) {
         PyObject *raw = PySequence_Fast_GET_ITEM(seq, i);
         if (!PyBytes_Check(raw) || PyBytes_GET_SIZE(raw) > limit) break;
@@ -1060,7 +1059,7 @@ static PyObject *felix_batch(PyObject *self, PyObject *args) {
         if (Py_TYPE(lab) != (PyTypeObject *)labels_type) break;
         unsigned long long id = ident_of(key, klen, f[1], f[2]);
         if (dd_has(d, id)) { dup++; continue; }
-        PyObject *slots = PyObject_GetAttr(lab, slots_name), *live = PyObject_GetAttr(lab, live_name);
+        PyObject *slots = PyObject_GetAttr(lab, str_slots), *live = PyObject_GetAttr(lab, str_live);
         int ready = slots && live && PyList_CheckExact(slots) && alive(live);
         for (Py_ssize_t k = 0; ready && k < PyList_GET_SIZE(slots); k++) {  /* every row it writes bound */
             PyObject *slot = PyList_GET_ITEM(slots, k);
@@ -1096,10 +1095,10 @@ static PyObject *felix_batch(PyObject *self, PyObject *args) {
         Py_DECREF(slots); Py_DECREF(live);
         if (!ok) goto fail;
     }
-    Py_DECREF(seq); Py_DECREF(slots_name); Py_DECREF(live_name);
+    Py_DECREF(seq);
     return Py_BuildValue("(nnn)", i, parsed, dup);
 fail:
-    Py_DECREF(seq); Py_XDECREF(slots_name); Py_XDECREF(live_name);
+    Py_DECREF(seq);
     return NULL;
 }
 
@@ -1115,6 +1114,8 @@ static PyMethodDef methods[] = {
 };
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_scan", NULL, -1, methods};
 PyMODINIT_FUNC PyInit__scan(void) {
+    if (!(str_slots = PyUnicode_InternFromString("slots")) || !(str_live = PyUnicode_InternFromString("live")))
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     /* PyModule_AddType (3.10+) readies the type and takes its own reference */
     if (m && (PyModule_AddType(m, &SynTrackerType) < 0 || PyModule_AddType(m, &AddressClassesType) < 0 ||
