@@ -319,6 +319,54 @@ static PyTypeObject SynTrackerType = {
 };
 
 /*
+ * A set of nonzero 64-bit keys, open addressing with linear probing (0 marks an empty slot):
+ * AddressClasses' known addresses and FlowDedupe's flow identities.
+ */
+typedef struct { unsigned long long *slot; size_t mask; } U64Set;
+
+static int u64_init(U64Set *s, size_t n) {  /* room for n keys at most half full; 0 on no memory */
+    size_t cap = 16;
+    while (cap < n * 2 + 2) cap *= 2;
+    if (!(s->slot = PyMem_Calloc(cap, sizeof(unsigned long long)))) return 0;
+    s->mask = cap - 1;
+    return 1;
+}
+static size_t u64_home(const U64Set *s, unsigned long long k) { return (size_t)mix(k * HASH_MUL) & s->mask; }
+static int u64_has(const U64Set *s, unsigned long long k) {
+    for (size_t i = u64_home(s, k); s->slot[i]; i = (i + 1) & s->mask)
+        if (s->slot[i] == k) return 1;
+    return 0;
+}
+static void u64_put(U64Set *s, unsigned long long k) {  /* the caller keeps it at most half full */
+    size_t i = u64_home(s, k);
+    while (s->slot[i] && s->slot[i] != k) i = (i + 1) & s->mask;
+    s->slot[i] = k;
+}
+static void u64_del(U64Set *s, unsigned long long k) {  /* backward-shift delete: no tombstones */
+    size_t i = u64_home(s, k);
+    while (s->slot[i] != k) {
+        if (!s->slot[i]) return;
+        i = (i + 1) & s->mask;
+    }
+    for (size_t j = i;;) {
+        j = (j + 1) & s->mask;
+        if (!s->slot[j]) break;
+        size_t h = u64_home(s, s->slot[j]);
+        if ((j > i && (h <= i || h > j)) || (j < i && h <= i && h > j)) { s->slot[i] = s->slot[j]; i = j; }
+    }
+    s->slot[i] = 0;
+}
+static int u64_reserve(U64Set *s, size_t n) {  /* room for n keys; 0 on no memory */
+    if (n * 2 + 2 <= s->mask + 1) return 1;
+    U64Set bigger;
+    if (!u64_init(&bigger, n * 2)) return 0;
+    for (size_t i = 0; i <= s->mask; i++) if (s->slot[i]) u64_put(&bigger, s->slot[i]);
+    PyMem_Free(s->slot);
+    *s = bigger;
+    return 1;
+}
+
+/*
  * AddressClasses(known, nets, private_starts, private_ends, private_repr, public_repr): what scan()
  * needs to fold the addresses enrichment cannot tell apart. An IPv4 source or destination that is
  * not a known endpoint (not in ``known``, in none of ``nets`` [(net, mask)]) gets the label of
@@ -329,34 +377,19 @@ static PyTypeObject SynTrackerType = {
  */
 typedef struct {
     PyObject_HEAD
-    /* open addressing over address + 1, and over mask << 32 | net for the networks; 0 = empty */
-    unsigned long long *set;
-    size_t set_mask;
+    U64Set known;  /* address + 1, and mask << 32 | net + 1 for the networks */
     unsigned masks[33], *pstart, *pend;  /* the distinct network masks (at most one per length) */
     Py_ssize_t n_masks, n_priv;
     char repr[2][16];
     Py_ssize_t repr_len[2];  /* 0 private, 1 public; 0: that class is not folded */
 } AddressClasses;
 
-static size_t set_slot(const AddressClasses *c, unsigned long long k) {
-    return (size_t)(mix(k * HASH_MUL)) & c->set_mask;
-}
-static int set_has(const AddressClasses *c, unsigned long long k) {
-    for (size_t i = set_slot(c, k); c->set[i]; i = (i + 1) & c->set_mask)
-        if (c->set[i] == k) return 1;
-    return 0;
-}
-static void set_add(AddressClasses *c, unsigned long long k) {
-    size_t i = set_slot(c, k);
-    while (c->set[i] && c->set[i] != k) i = (i + 1) & c->set_mask;
-    c->set[i] = k;
-}
 /* An address or a network (one lookup per distinct mask, not per network) names an endpoint. */
 static int addr_known(const AddressClasses *c, unsigned v) {
-    if (set_has(c, (unsigned long long)v + 1)) return 1;
+    if (u64_has(&c->known, (unsigned long long)v + 1)) return 1;
     for (Py_ssize_t i = 0; i < c->n_masks; i++) {
         unsigned m = c->masks[i];
-        if (set_has(c, ((unsigned long long)m << 32 | (v & m)) + 1)) return 1;
+        if (u64_has(&c->known, ((unsigned long long)m << 32 | (v & m)) + 1)) return 1;
     }
     return 0;
 }
@@ -392,7 +425,7 @@ static int ipv4_value(P s, P e, unsigned *out) {
 }
 
 static void classes_dealloc(AddressClasses *c) {
-    PyMem_Free(c->set); PyMem_Free(c->pstart); PyMem_Free(c->pend);
+    PyMem_Free(c->known.slot); PyMem_Free(c->pstart); PyMem_Free(c->pend);
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
 /* The values of a sequence of ints (each < 2**32) into a new array; -1 on error. */
@@ -419,7 +452,7 @@ static int classes_init(AddressClasses *c, PyObject *args, PyObject *kw) {
     PyObject *known, *nets, *masks, *ps, *pe;
     const char *r0, *r1;
     Py_ssize_t l0, l1;
-    if (c->set) {
+    if (c->known.slot) {
         PyErr_SetString(PyExc_TypeError, "AddressClasses is immutable");
         return -1;
     }
@@ -428,13 +461,10 @@ static int classes_init(AddressClasses *c, PyObject *args, PyObject *kw) {
     int too_many = 0;
     Py_ssize_t nk = uint_array(known, &k, "known"), nn = nk < 0 ? -1 : uint_array(nets, &nv, "nets");
     Py_ssize_t nm = nn < 0 ? -1 : uint_array(masks, &mv, "masks");
-    size_t cap = 16;
-    while (nm >= 0 && cap < (size_t)(nk + nn) * 2 + 2) cap *= 2;
     if (nm >= 0 && nm != nn) PyErr_SetString(PyExc_ValueError, "nets and masks differ in length");
-    else if (nm >= 0 && !(c->set = PyMem_Calloc(cap, sizeof(unsigned long long)))) PyErr_NoMemory();
-    if (!c->set) { PyMem_Free(k); PyMem_Free(nv); PyMem_Free(mv); return -1; }
-    c->set_mask = cap - 1;
-    for (Py_ssize_t i = 0; i < nk; i++) set_add(c, (unsigned long long)k[i] + 1);
+    else if (nm >= 0 && !u64_init(&c->known, (size_t)(nk + nn))) PyErr_NoMemory();
+    if (!c->known.slot) { PyMem_Free(k); PyMem_Free(nv); PyMem_Free(mv); return -1; }
+    for (Py_ssize_t i = 0; i < nk; i++) u64_put(&c->known, (unsigned long long)k[i] + 1);
     for (Py_ssize_t i = 0; i < nn; i++) {
         Py_ssize_t j = 0;
         while (j < c->n_masks && c->masks[j] != mv[i]) j++;
@@ -442,7 +472,7 @@ static int classes_init(AddressClasses *c, PyObject *args, PyObject *kw) {
             if (c->n_masks == 33) { too_many = 1; break; }  /* not real masks: then fold nothing */
             c->masks[c->n_masks++] = mv[i];
         }
-        set_add(c, ((unsigned long long)mv[i] << 32 | (nv[i] & mv[i])) + 1);
+        u64_put(&c->known, ((unsigned long long)mv[i] << 32 | (nv[i] & mv[i])) + 1);
     }
     PyMem_Free(k); PyMem_Free(nv); PyMem_Free(mv);
     if ((c->n_priv = uint_array(ps, &c->pstart, "private_starts")) < 0) return -1;
@@ -465,7 +495,7 @@ static int classes_init(AddressClasses *c, PyObject *args, PyObject *kw) {
 }
 static PyObject *classes_fold(AddressClasses *self, PyObject *arg) {
     /* fold(address) -> the text scan() writes for it (the representative, or the address itself) */
-    if (!self->set) { PyErr_SetString(PyExc_TypeError, "AddressClasses was not initialised"); return NULL; }
+    if (!self->known.slot) { PyErr_SetString(PyExc_TypeError, "AddressClasses was not initialised"); return NULL; }
     Py_ssize_t n;
     const char *s = PyUnicode_AsUTF8AndSize(arg, &n);
     if (!s) return NULL;
@@ -644,7 +674,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "scan(): tracker must be a SynTracker or None");
         return NULL;
     }
-    if (classes != Py_None && (!PyObject_TypeCheck(classes, &AddressClassesType) || !((AddressClasses *)classes)->set)) {
+    if (classes != Py_None && (!PyObject_TypeCheck(classes, &AddressClassesType) || !((AddressClasses *)classes)->known.slot)) {
         PyErr_SetString(PyExc_TypeError, "scan(): classes must be an initialised AddressClasses or None");
         return NULL;
     }
@@ -865,48 +895,14 @@ typedef struct {
     PyObject_HEAD
     Seen *ring;
     Py_ssize_t ring_cap, head, n;
-    unsigned long long *set;
-    size_t set_mask;
+    U64Set ids;
     long long newest;
     Py_ssize_t evicted;  /* dropped while Felix could still resend them (the bound bit) */
 } FlowDedupe;
 
-static size_t dd_home(const FlowDedupe *d, unsigned long long id) { return (size_t)mix(id) & d->set_mask; }
-static int dd_has(const FlowDedupe *d, unsigned long long id) {
-    for (size_t i = dd_home(d, id); d->set[i]; i = (i + 1) & d->set_mask)
-        if (d->set[i] == id) return 1;
-    return 0;
-}
-static void dd_put(FlowDedupe *d, unsigned long long id) {
-    size_t i = dd_home(d, id);
-    while (d->set[i]) i = (i + 1) & d->set_mask;
-    d->set[i] = id;
-}
-static void dd_del(FlowDedupe *d, unsigned long long id) {  /* linear probing, backward-shift delete */
-    size_t i = dd_home(d, id);
-    while (d->set[i] != id) {
-        if (!d->set[i]) return;
-        i = (i + 1) & d->set_mask;
-    }
-    for (size_t j = i;;) {
-        j = (j + 1) & d->set_mask;
-        if (!d->set[j]) break;
-        size_t k = dd_home(d, d->set[j]);
-        if ((j > i && (k <= i || k > j)) || (j < i && k <= i && k > j)) { d->set[i] = d->set[j]; i = j; }
-    }
-    d->set[i] = 0;
-}
 /* Room for one more: the set at most half full, the ring with a free slot. 0 on no memory. */
 static int dd_reserve(FlowDedupe *d) {
-    if ((size_t)(d->n + 1) * 2 > d->set_mask + 1) {
-        size_t cap = (d->set_mask + 1) * 2;
-        unsigned long long *old = d->set, *set = PyMem_Calloc(cap, sizeof(unsigned long long));
-        if (!set) return 0;
-        size_t old_cap = d->set_mask + 1;
-        d->set = set; d->set_mask = cap - 1;
-        for (size_t i = 0; i < old_cap; i++) if (old[i]) dd_put(d, old[i]);
-        PyMem_Free(old);
-    }
+    if (!u64_reserve(&d->ids, (size_t)d->n + 1)) return 0;
     if (d->n == d->ring_cap) {
         Py_ssize_t cap = d->ring_cap * 2;
         Seen *ring = PyMem_Malloc(sizeof(Seen) * (size_t)cap);
@@ -919,31 +915,34 @@ static int dd_reserve(FlowDedupe *d) {
 }
 /* 1: new (remembered), 0: seen before, -1: no memory. */
 static int dd_add(FlowDedupe *d, unsigned long long id, long long start) {
-    if (dd_has(d, id)) return 0;
+    if (u64_has(&d->ids, id)) return 0;
     if (!dd_reserve(d)) return -1;
-    dd_put(d, id);
+    u64_put(&d->ids, id);
     d->ring[(d->head + d->n) % d->ring_cap] = (Seen){id, start};
     d->n++;
     if (start > d->newest) d->newest = start;
     return 1;
 }
 static int dd_ready(FlowDedupe *d) {
-    if (d->set) return 1;
+    if (d->ids.slot) return 1;
     PyErr_SetString(PyExc_TypeError, "FlowDedupe was not initialised");
     return 0;
 }
 static int dd_init(FlowDedupe *d, PyObject *args, PyObject *kw) {
     (void)kw;
     if (!PyArg_ParseTuple(args, "")) return -1;
-    if (d->set) { PyErr_SetString(PyExc_TypeError, "FlowDedupe is already initialised"); return -1; }
+    if (d->ids.slot) { PyErr_SetString(PyExc_TypeError, "FlowDedupe is already initialised"); return -1; }
     d->ring = PyMem_Malloc(sizeof(Seen) * 64);
-    d->set = PyMem_Calloc(128, sizeof(unsigned long long));
-    if (!d->ring || !d->set) { PyMem_Free(d->ring); PyMem_Free(d->set); d->ring = NULL; d->set = NULL; PyErr_NoMemory(); return -1; }
-    d->ring_cap = 64; d->set_mask = 127; d->head = d->n = 0; d->newest = 0; d->evicted = 0;
+    if (!d->ring || !u64_init(&d->ids, 64)) {
+        PyMem_Free(d->ring); d->ring = NULL; d->ids.slot = NULL;
+        PyErr_NoMemory();
+        return -1;
+    }
+    d->ring_cap = 64; d->head = d->n = 0; d->newest = 0; d->evicted = 0;
     return 0;
 }
 static void dd_dealloc(FlowDedupe *d) {
-    PyMem_Free(d->ring); PyMem_Free(d->set);
+    PyMem_Free(d->ring); PyMem_Free(d->ids.slot);
     Py_TYPE(d)->tp_free((PyObject *)d);
 }
 static PyObject *dd_add_py(FlowDedupe *d, PyObject *args) {
@@ -963,7 +962,7 @@ static PyObject *dd_trim(FlowDedupe *d, PyObject *args) {
         Seen *s = &d->ring[d->head];
         if (s->start >= oldest_kept && d->n <= max) break;
         if (s->start >= oldest_kept) d->evicted++;
-        dd_del(d, s->id);
+        u64_del(&d->ids, s->id);
         d->head = (d->head + 1) % d->ring_cap;
         d->n--;
     }
@@ -1058,7 +1057,7 @@ static PyObject *felix_batch(PyObject *self, PyObject *args) {
         if (!lab) { if (PyErr_Occurred()) goto fail; break; }
         if (Py_TYPE(lab) != (PyTypeObject *)labels_type) break;
         unsigned long long id = ident_of(key, klen, f[1], f[2]);
-        if (dd_has(d, id)) { dup++; continue; }
+        if (u64_has(&d->ids, id)) { dup++; continue; }
         PyObject *slots = PyObject_GetAttr(lab, str_slots), *live = PyObject_GetAttr(lab, str_live);
         int ready = slots && live && PyList_CheckExact(slots) && alive(live);
         for (Py_ssize_t k = 0; ready && k < PyList_GET_SIZE(slots); k++) {  /* every row it writes bound */
