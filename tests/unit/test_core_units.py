@@ -129,14 +129,19 @@ def test_ip_index() -> None:
 
 
 def test_policy_verdicts() -> None:
-    pol = _store().policies()
+    idx = _store().policies()
+
+    def verdict(info: PrefixInfo, protocol: str, port: str, direction: str):
+        """What the policy a prefix names did to a flow of one protocol, port and direction."""
+        return idx.port_verdicts(info, idx.find(info), protocol, direction).at(int(port) if port else -1)
+
     info = PrefixInfo(kind="np", namespace="n", name="allow-dns")
-    assert pol.verdict(info, "udp", "53", "egress").action == "allow"
-    assert pol.verdict(info, "tcp", "443", "egress").action == "deny"  # the catch-all Log rule
-    v = pol.verdict(info, "udp", "53", "")
+    assert verdict(info, "udp", "53", "egress").action == "allow"
+    assert verdict(info, "tcp", "443", "egress").action == "deny"  # the catch-all Log rule
+    v = verdict(info, "udp", "53", "")
     assert (v.policy, v.tier, v.direction) == ("n/allow-dns", "platform", "egress")
-    assert pol.verdict(PrefixInfo(name="allow-d", truncated=True), "udp", "53", "").policy == "n/allow-dns"
-    unknown = pol.verdict(PrefixInfo(kind="gnp", name="gone"), "udp", "53", "")
+    assert verdict(PrefixInfo(name="allow-d", truncated=True), "udp", "53", "").policy == "n/allow-dns"
+    unknown = verdict(PrefixInfo(kind="gnp", name="gone"), "udp", "53", "")
     assert (unknown.policy, unknown.action) == ("gone", "unknown")
 
 

@@ -124,10 +124,6 @@ class PolicyIndex:
                 hits.append(p)
         return hits[0] if len(hits) == 1 else None
 
-    def verdict(self, info: PrefixInfo, protocol: str, port: str, direction: str) -> PolicyVerdict:
-        """What the policy a prefix names did to a flow (the enricher keeps ``port_verdicts`` instead)."""
-        return self.port_verdicts(info, self.find(info), protocol, direction).at(int(port) if port else -1)
-
     def port_verdicts(self, info: PrefixInfo, policy: _Policy | None, protocol: str, direction: str) -> PortVerdicts:
         """The verdicts of ``policy`` (``find(info)``) for every port of one protocol and direction: a
         scan meets a new port with every flow, and this answers each with one bisect."""
