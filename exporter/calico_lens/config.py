@@ -128,9 +128,8 @@ def validate_source(spec: str) -> str:
 
 def _coerce(name: str, value: Any) -> Any:
     if name in ("forward_max_frame_bytes", "forward_max_connections", "forward_max_buffered_bytes",
-                "metrics_max_connections"):
-        return _int(name, value, 1)
-    if name in ("felix_max_message_bytes", "felix_max_streams", "felix_dedupe_max", "felix_label_cache_size"):
+                "metrics_max_connections", "felix_max_message_bytes", "felix_max_streams", "felix_dedupe_max",
+                "felix_label_cache_size"):
         return _int(name, value, 1)
     if name in ("forward_idle_timeout", "forward_frame_timeout", "felix_idle_timeout", "felix_absent_after",
                 "metrics_request_timeout"):

@@ -250,8 +250,7 @@ class _Handler(BaseHTTPRequestHandler):
         with src.DECODING:
             try:
                 chunk = body_text(body, "gzip" in self.headers.get("Content-Encoding", ""),
-                                           self.headers.get("Content-Type", ""), s.max_decompressed_bytes,
-                                           s.max_entries)
+                                  self.headers.get("Content-Type", ""), s.max_decompressed_bytes, s.max_entries)
             except FrameError as e:
                 self._refuse(400, "malformed_body", close=False)
                 log.info("http: refused a body: %s", e)
