@@ -193,7 +193,9 @@ class _Handler(BaseHTTPRequestHandler):
         send_body(self, code, reason.encode() + b"\n")
 
     def _cut(self, late: threading.Event) -> None:
+        """The body deadline passed: counted now, before the client can see the connection end."""
         late.set()
+        self.server.source.reject("slow_client")
         cut(self.request)
 
     def do_GET(self) -> None:  # a health probe on the ingest port
@@ -242,11 +244,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = b""
         finally:
             deadline.cancel()
-        if len(body) < size:
+        if late.is_set() or len(body) < size:  # cut at the deadline (counted there), or the client went away
             self.close_connection = True
-            if late.is_set():
-                src.reject("slow_client")
-            return  # else the client went away mid-body: nothing counted, nothing answered
+            return  # nothing counted, nothing answered: the client sends the body again
         with src.DECODING:
             try:
                 chunk = body_text(body, "gzip" in self.headers.get("Content-Encoding", ""),
