@@ -57,37 +57,44 @@ def _client(sock: str, raws: list[bytes]) -> None:
     felix.close()
 
 
+def _drive(cmd: list[str], sock: str, raws: list[bytes], clients: int, ready=None, **popen) -> tuple[float, float]:
+    """Start a server process, then stand-in Felix processes sending ``raws`` to its socket:
+    (wall seconds, the server's CPU seconds) while they sent."""
+    proc = subprocess.Popen(cmd, **popen)
+    try:
+        if ready is not None:
+            ready()
+        while not os.path.exists(sock):
+            time.sleep(0.05)
+        ctx = mp.get_context("spawn")
+        cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+        workers = [ctx.Process(target=_client, args=(sock, raws[i::clients])) for i in range(clients)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return time.perf_counter() - t0, cpu_seconds(proc.pid) - cpu0
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def end_to_end(n: int, clients: int) -> None:
     raws = sample_flows(n, keys=2000)
     with tempfile.TemporaryDirectory() as d:
         sock, mport = f"{d}/flows.sock", free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "calico_lens", "agent", "--source", f"felix:unix:{sock}",
-                                 "--metrics-address", f"127.0.0.1:{mport}", "--log-level", "warning"], cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT / "exporter"),
-                                     "CALICO_LENS_FELIX_MAX_STREAMS": str(clients)})
-        try:
-            wait_http(f"http://127.0.0.1:{mport}/healthz")
-            while not os.path.exists(sock):
-                time.sleep(0.05)
-            ctx = mp.get_context("spawn")
-            parts = [raws[i::clients] for i in range(clients)]
-            cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
-            workers = [ctx.Process(target=_client, args=(sock, p)) for p in parts]
-            for w in workers:
-                w.start()
-            for w in workers:
-                w.join()
-            wall, cpu = time.perf_counter() - t0, cpu_seconds(proc.pid) - cpu0
-        finally:
-            proc.terminate()
-            proc.wait(10)
+        wall, cpu = _drive([sys.executable, "-m", "calico_lens", "agent", "--source", f"felix:unix:{sock}",
+                            "--metrics-address", f"127.0.0.1:{mport}", "--log-level", "warning"], sock, raws, clients,
+                           ready=lambda: wait_http(f"http://127.0.0.1:{mport}/healthz"), cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT / "exporter"),
+                                "CALICO_LENS_FELIX_MAX_STREAMS": str(clients)})
     print(f"felix end to end: {n:,} FlowUpdates from {clients} stand-in Felix processes, a receipt each")
     print(f"  {wall:.2f} s wall, agent CPU {cpu:.2f} s → {n / wall:,.0f} updates/s, "
           f"{n / cpu:,.0f} updates/s per core of the agent (target ≥ 50k)")
 
 
 _EMPTY_SERVER = """
-import os, sys, time
+import sys
 from concurrent import futures
 import grpc
 def connect(requests, context):
@@ -108,21 +115,7 @@ def grpcio_alone(n: int, clients: int) -> None:
     raws = sample_flows(n, keys=2000)
     with tempfile.TemporaryDirectory() as d:
         sock = f"{d}/empty.sock"
-        proc = subprocess.Popen([sys.executable, "-c", _EMPTY_SERVER, sock])
-        try:
-            while not os.path.exists(sock):
-                time.sleep(0.05)
-            ctx = mp.get_context("spawn")
-            cpu0 = cpu_seconds(proc.pid)
-            workers = [ctx.Process(target=_client, args=(sock, raws[i::clients])) for i in range(clients)]
-            for w in workers:
-                w.start()
-            for w in workers:
-                w.join()
-            cpu = cpu_seconds(proc.pid) - cpu0
-        finally:
-            proc.terminate()
-            proc.wait(10)
+        _, cpu = _drive([sys.executable, "-c", _EMPTY_SERVER, sock], sock, raws, clients)
     print(f"grpcio alone (a handler that only answers): {n / cpu:,.0f} messages/s per core of the server")
 
 
