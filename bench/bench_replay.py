@@ -73,24 +73,32 @@ def steady(label: str, corpus: Path, snap: Path | None, target: str, **cfg) -> N
           f"{len(agent.pipeline.flows):,} series) (target {target})")
 
 
-def bench_new_flows(lines: int, work: Path) -> None:
-    """Every line a new flow: a SYN scan through a Log rule (a new port each line), and a flood from
-    a new source address each line."""
+def _cluster_snapshot(work: Path) -> Path:
+    """The demo cluster as a snapshot file (what the corpus lines' addresses belong to)."""
     import yaml
-    from calico_lens.demo.cluster import port_scan
 
     snap = work / "cluster.yaml"
     snap.write_text(yaml.safe_dump(snapshot()))
-    scan = work / "scan.log"
-    with scan.open("w") as fh:
+    return snap
+
+
+def _write_lines(path: Path, lines: int, make) -> Path:
+    """``lines`` lines from ``make(count, start)``, written 50,000 at a time."""
+    with path.open("w") as fh:
         for start in range(0, lines, 50000):
-            fh.write("\n".join(port_scan(min(50000, lines - start), start)) + "\n")
-    steady("every line a new flow (port scan)", scan, snap, "≥ 300k")
-    flood = work / "flood.log"
+            fh.write("\n".join(make(min(50000, lines - start), start)) + "\n")
+    return path
+
+
+def bench_new_flows(lines: int, work: Path) -> None:
+    """Every line a new flow: a SYN scan through a Log rule (a new port each line), and a flood from
+    a new source address each line."""
+    from calico_lens.demo.cluster import port_scan
+
+    snap = _cluster_snapshot(work)
+    steady("every line a new flow (port scan)", _write_lines(work / "scan.log", lines, port_scan), snap, "≥ 300k")
     gen = TrafficGenerator(seed=3, distinct=True, wrapper="bare")
-    with flood.open("w") as fh:
-        for start in range(0, lines, 50000):
-            fh.write("\n".join(gen.lines(min(50000, lines - start))) + "\n")
+    flood = _write_lines(work / "flood.log", lines, lambda n, _start: gen.lines(n))
     steady("every line a new source address (external: the scanner folds it)", flood, snap, "≥ 300k")
     steady("every line a new source address and label set (external_by_ip)", flood, snap, "≥ 300k",
            external_by_ip=True)
@@ -147,11 +155,8 @@ def _pod(i: int) -> dict:
 
 
 def bench_throughput(lines: int, work: Path, wrapper: str) -> None:
-    import yaml
-
     corpus = work / f"kern-{wrapper}.log"
-    snap = work / "cluster.yaml"
-    snap.write_text(yaml.safe_dump(snapshot()))
+    snap = _cluster_snapshot(work)
     make_corpus(corpus, lines, wrapper)
     size = corpus.stat().st_size / 1e6
     print(f"corpus: {lines} realistic Calico LOG lines ({wrapper} form, cut prefixes), {size:.0f} MB")
