@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make image`: the OCI image the Helm chart runs, built on this machine with no container registry
 # and no Docker engine, into build/calico-lens-<version>.oci.tar:
-#   1. wheels built here with Python 3.11, the image's Python (the C line scanner is compiled once,
+#   1. wheels built here with Python 3.11, the image's Python (the C parts are compiled once,
 #      here; the image has no compiler),
 #   2. a minimal Debian root filesystem (python3-minimal and its libraries only: no shell, no package
 #      manager) made by mmdebstrap from this machine's own apt sources,
@@ -29,13 +29,16 @@ ctr=""
 cleanup() { [ -n "$ctr" ] && buildah rm "$ctr" >/dev/null 2>&1; rm -rf "$work"; }
 trap cleanup EXIT
 
-step "1/4 wheels for Python 3.11 (calico-lens with its C line scanner, and its dependencies)"
+step "1/4 wheels for Python 3.11 (calico-lens with its C line scanner and snapshot YAML reader, and its dependencies)"
 .venv/bin/pip wheel --quiet --disable-pip-version-check --wheel-dir "$work/wheels" . 2>&1 | grep -v "is ignored" || true
 .venv/bin/python - "$work/wheels" <<'PY'
 import pathlib, sys, zipfile
 wheel = next(pathlib.Path(sys.argv[1]).glob("calico_lens-*.whl"))
-if not any("/parse/_scan" in n and n.endswith(".so") for n in zipfile.ZipFile(wheel).namelist()):
-    sys.exit(f"image: {wheel.name} has no compiled C scanner (is a C compiler installed?)")
+names = zipfile.ZipFile(wheel).namelist()
+for part, what in (("/parse/_scan", "C scanner (is a C compiler installed?)"),
+                   ("/kube/_snapyaml", "C snapshot YAML reader (is libyaml-dev installed?)")):
+    if not any(part in n and n.endswith(".so") for n in names):
+        sys.exit(f"image: {wheel.name} has no compiled {what}")
 PY
 
 step "2/4 Debian $SUITE root filesystem (python3-minimal, libstdc++6 for grpcio) from $SOURCES with mmdebstrap"

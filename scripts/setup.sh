@@ -10,6 +10,8 @@ for pair in prometheus:prometheus promtool:prometheus amtool:prometheus-alertman
   bin=${pair%%:*}; pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+# libyaml's headers and static archive: the C snapshot YAML reader (exporter/calico_lens/kube/_snapyaml.c)
+[ -f /usr/include/yaml.h ] || need_apt+=(libyaml-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing system packages: ${need_apt[*]} (run as root, or: sudo apt-get install ${need_apt[*]})" >&2

@@ -14,6 +14,7 @@ import yaml
 from prometheus_client.registry import CollectorRegistry
 
 from calico_lens.config import Config, ConfigError
+from calico_lens.kube import snapyaml
 from calico_lens.kube.metadata import MetadataStore
 from calico_lens.metrics.collector import LensCollector, render, rtt_families
 from calico_lens.metrics.tables import Tables
@@ -33,13 +34,10 @@ SLOW_YAML_SECONDS = 2.0  # PyYAML builds its objects in Python: about 15 times t
 QUEUE_BATCHES = 64  # bounded hand-over: a slow pipeline slows the readers, never grows memory
 
 
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where PyYAML has it: several times quicker
-
-
 def _snapshot_docs(path: str) -> list:
     """The documents of a snapshot file: JSON (``kubectl get -o json``, read by the stdlib: 10,000 pods
-    in a fraction of a second) or YAML (``-o yaml``, read with libyaml; a JSON file is YAML too, so
-    the answer is the same)."""
+    in a fraction of a second) or YAML (``-o yaml``, read by libyaml into Python objects in C where
+    that is built; a JSON file is YAML too, so the answer is the same)."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -55,8 +53,8 @@ def _snapshot_docs(path: str) -> list:
                 raise ConfigError(f"snapshot: {path} is not valid JSON: {e}") from None
         t0 = time.monotonic()
         try:
-            docs = list(yaml.load_all(data, Loader=_YAML_LOADER))
-        except yaml.YAMLError as e:
+            docs = snapyaml.load_all(data)
+        except (yaml.YAMLError, ValueError, RecursionError) as e:  # ValueError: e.g. a date with month 13
             raise ConfigError(f"snapshot: {path} is not valid YAML: {e}") from None
         took = time.monotonic() - t0
         if took > SLOW_YAML_SECONDS:

@@ -62,10 +62,12 @@ def _serving(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calico-lens", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    from calico_lens.kube.snapyaml import _snapyaml
     from calico_lens.parse.kernel_log import _scan
 
     scanner = "C scanner" if _scan is not None else "pure-Python scanner (no C compiler at install)"
-    parser.add_argument("--version", action="version", version=f"calico-lens {__version__} ({scanner})")
+    reader = "C snapshot YAML reader" if _snapyaml is not None else "PyYAML snapshot reader (no libyaml-dev at install)"
+    parser.add_argument("--version", action="version", version=f"calico-lens {__version__} ({scanner}, {reader})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     agent = sub.add_parser("agent", help="run the node daemon: read flow logs, serve /metrics",

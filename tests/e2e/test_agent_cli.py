@@ -20,7 +20,8 @@ from tests.unit.test_kube_watch import pod
 
 
 def test_version_and_help() -> None:
-    assert run_cli("--version").stdout.decode().strip() == f"calico-lens {__version__} (C scanner)"
+    version = run_cli("--version").stdout.decode().strip()
+    assert version == f"calico-lens {__version__} (C scanner, C snapshot YAML reader)"
     out = run_cli("--help").stdout.decode()
     for word in ("demo", "replay", "agent", "CALICO_LENS_LOG_PREFIX"):
         assert word in out

@@ -57,7 +57,8 @@ def test_image_metadata(image: str) -> None:
         assert f'"org.opencontainers.image.{key}"' in labels
     version = subprocess.run(["podman", "run", "--rm", *RUNTIME, image, "--version"], capture_output=True,
                              text=True, timeout=60)
-    assert version.stdout.strip() == f"calico-lens {VERSION} (C scanner)", version.stdout + version.stderr
+    assert version.stdout.strip() == f"calico-lens {VERSION} (C scanner, C snapshot YAML reader)", \
+        version.stdout + version.stderr
 
 
 class Kubelet:

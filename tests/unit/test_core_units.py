@@ -274,6 +274,9 @@ def test_every_cli_flag_that_names_a_setting_reaches_the_config() -> None:
     ("kind: List\nitems: [{kind: Pod, metadata: 5}]\n", "item 0 is not a Kubernetes object"),
     ("[1, 2]\n", "must hold a Kubernetes List"),
     ("a: [\n", "is not valid YAML"),
+    ("kind: List\nitems:\n- {kind: Pod, metadata: {creationTimestamp: 2026-13-01}}\n", "is not valid YAML"),
+    ("kind: List\nitems: [{<<: *nothing}]\n", "is not valid YAML"),
+    ("kind: List\nitems:\n" + "".join(" " * i + "k:\n" for i in range(1, 1200)), "is not valid YAML"),  # too deep
     ('{"kind": "List", "items": [\n', "is not valid JSON"),
     ("[" * 100000, "is not valid JSON"),
 ])
