@@ -58,9 +58,14 @@ def check_privileges() -> None:
         raise PrivilegeError("node harness needs net.netfilter.nf_log_all_netns (netfilter logging) in this kernel")
 
 
+# Helpers run in their own session: a Ctrl-C at the terminal reaches only the demo or test, which
+# stops them in order (traffic, then servers), instead of each dying with a traceback mid-connection.
+OWN_SESSION = {"start_new_session": True}
+
+
 def run(*cmd: str, ns: str | None = None, check: bool = True, input: str | None = None) -> str:
     full = (["ip", "netns", "exec", ns, *cmd] if ns else list(cmd))
-    p = subprocess.run(full, capture_output=True, text=True, input=input)
+    p = subprocess.run(full, capture_output=True, text=True, input=input, **OWN_SESSION)
     if check and p.returncode != 0:
         raise RuntimeError(f"{' '.join(full)} failed ({p.returncode}): {p.stderr.strip()}")
     return p.stdout
@@ -357,7 +362,7 @@ class Node:
                 "print('ready',flush=True)\n"
                 "while True:\n" + handle)
         p = subprocess.Popen(["ip", "netns", "exec", self.netns_of(name), sys.executable, "-c", code],
-                             stdout=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, text=True, **OWN_SESSION)
         if p.stdout is None or p.stdout.readline().strip() != "ready":
             p.kill()
             raise RuntimeError(f"node: the TCP server in {name} did not start")
@@ -372,7 +377,7 @@ class Node:
                 "while (d:=s.recv(65536)):\n n+=len(d)\n"
                 f"time.sleep({hold})\nprint(n)\n")
         return subprocess.Popen(["ip", "netns", "exec", self.netns_of(src), sys.executable, "-c", code],
-                                stdout=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, text=True, **OWN_SESSION)
 
     def pod_object(self, pod: Pod, node_name: str = "node-1") -> dict:
         """The Kubernetes Pod object of one of this node's pods, as the API server would list it."""
