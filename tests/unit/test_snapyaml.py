@@ -51,6 +51,16 @@ items:
     labels: {app: web, pod-template-hash: 7d4b9c6f5, "yes": "no", enabled: yes, tier: ~}
     name: web-7d4b9c6f5-x2x9k
     namespace: shop
+    managedFields:
+    - fieldsV1:
+        f:metadata:
+          f:labels: {.: {}, f:app: {}}
+        f:spec:
+          f:containers:
+            k:{"name":"main"}:
+              .: {}
+              k:{"containerPort":8080,"protocol":"TCP"}: {}
+      manager: kube-controller-manager
     uid: 0b7c3e9a-1c2d-4e5f-8a9b-000000000001
   spec:
     containers:

@@ -69,7 +69,7 @@ static PyObject *plain(Builder *b, const char *s, size_t n) {
         return text(s, n);
     }
     if (!newline && ((c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.')) {
-        int dots = 0, dashes = 0, digits = 1, hex_only = 0, x = 0;
+        int dots = 0, dashes = 0, digits = 1, some_digit = 0, hex_only = 0, x = 0, n_ = 0;
         for (size_t i = 0; i < n; i++) {
             unsigned char d = (unsigned char)s[i];
             if (!numeric_char(d))
@@ -77,12 +77,15 @@ static PyObject *plain(Builder *b, const char *s, size_t n) {
             dots += d == '.';
             dashes += d == '-';
             digits &= d >= '0' && d <= '9';
+            some_digit |= d >= '0' && d <= '9';
+            n_ |= d == 'n' || d == 'N';
             hex_only |= d == 'c' || d == 'd' || d == 'B' || d == 'C' || d == 'D';
             x |= d == 'x' || d == 'X';
         }
         /* At most one '.' and three '-' (a timestamp: two in the date, one in the zone) match any
-         * of them; c, d, B, C and D only in a hex int, after 0x. So a hash or a uid is a string. */
-        if (dots > 1 || dashes > 3 || (hex_only && !x))
+         * of them; c, d, B, C and D only in a hex int, after 0x; only .inf and .nan (each with an n
+         * or N) lack a digit. So a hash, a uid or managedFields' `.` key is a string. */
+        if (dots > 1 || dashes > 3 || (hex_only && !x) || (!some_digit && !n_))
             return text(s, n);
         if (digits && n <= 18 && (c != '0' || n == 1)) { /* 0 or [1-9][0-9]*: a decimal int */
             char buf[20];
