@@ -272,13 +272,15 @@ def test_tls_listener(tmp_path) -> None:
 
 def test_a_chunk_cut_short_is_refused_not_acked(tmp_path) -> None:
     """A PackedForward chunk whose last entry is cut, or a gzip member cut in half, was acked with
-    records counted nowhere. It is refused now (no ack, counted) and a whole resend counts fully."""
+    records counted nowhere. It is refused now (no ack, counted) and a whole resend counts fully.
+    A chunk past a limit (more than a million entries) is refused and counted under its own reason."""
     import gzip
 
     stream = b"".join(msgpack.packb(entry({"log": ln})) for ln in LINES)
     cut = [["kernel", stream[:-5], {"chunk": "c1"}],
            ["kernel", gzip.compress(stream)[: len(gzip.compress(stream)) // 2], {"chunk": "c2", "compressed": "gzip"}],
-           ["kernel", gzip.compress(b"\x92\x00\x80" * 1000)[:40], {"chunk": "c3", "compressed": "gzip"}]]
+           ["kernel", gzip.compress(b"\x92\x00\x80" * 1000)[:40], {"chunk": "c3", "compressed": "gzip"}],
+           ["kernel", gzip.compress(b"\x92\x00\x80" * 1_000_001, 9), {"chunk": "c4", "compressed": "gzip"}]]
     with agent(tmp_path) as a:
         wait_for_listener(a.forward)
         for frame in cut:
@@ -294,6 +296,7 @@ def test_a_chunk_cut_short_is_refused_not_acked(tmp_path) -> None:
         c.close()
         text = a.metrics()
     assert source_errors(text)[("forward", "malformed_frame")] == 3
+    assert source_errors(text)[("forward", "too_many_entries")] == 1
     assert inputs(text)[("forward", "parsed")] == TOTAL  # only the whole chunk, every record of it
 
 

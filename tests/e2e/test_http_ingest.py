@@ -98,6 +98,10 @@ def test_refusals_are_counted_and_the_agent_keeps_serving(tmp_path) -> None:
         assert requests.post(url, data=half, timeout=5,
                              headers={**as_msgpack_, "Content-Encoding": "gzip"}).status_code == 400
         assert requests.post(url, data=packed[:-3], timeout=5, headers=as_msgpack_).status_code == 400
+        # Past a limit once decompressed (3 kB of gzip, a million and one empty records): 413, its reason
+        bomb = gzip.compress(b"\x92\x00\x80" * 1_000_001, 9)
+        assert requests.post(url, data=bomb, timeout=30,
+                             headers={**as_msgpack_, "Content-Encoding": "gzip"}).status_code == 413
         # Announced too large: refused before a byte of the body is read.
         host, port = url[7:-1].rsplit(":", 1)
         big = http.client.HTTPConnection(host, int(port), timeout=5)
@@ -113,6 +117,7 @@ def test_refusals_are_counted_and_the_agent_keeps_serving(tmp_path) -> None:
     assert errors[("http", "auth_failed")] == 2
     assert errors[("http", "malformed_body")] == 5
     assert errors[("http", "frame_too_large")] == 1
+    assert errors[("http", "too_many_entries")] == 1
     assert inputs(text)[("http", "parsed")] == 1
 
 

@@ -45,8 +45,12 @@ def test_a_bad_last_entry_refuses_a_big_chunk_before_any_line_is_handed_out(tail
 
 
 def test_too_many_entries_are_refused_while_only_checking() -> None:
-    with pytest.raises(FrameError, match="more than 30000 entries"):
+    with pytest.raises(FrameError, match="more than 30000 entries") as e:
         packed_text(gzip.compress(b"\x92\x00\x80" * 50_000), True, 1 << 30, 30_000, hold=10)
+    assert e.value.reason == "too_many_entries"  # a limit that bites shows under its own reason
+    with pytest.raises(FrameError, match="exceeds 100000 bytes") as e:
+        packed_text(gzip.compress(b"\x92\x00\x80" * 50_000), True, 100_000, 1 << 20)
+    assert e.value.reason == "too_large_decompressed"
 
 
 @pytest.mark.parametrize("text,records", [

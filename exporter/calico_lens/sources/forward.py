@@ -41,7 +41,12 @@ Deliver = Callable[[str, str, int], None]
 
 
 class FrameError(ValueError):
-    """A frame that is not Forward protocol; the connection is closed."""
+    """A frame that is not Forward protocol, or one past a limit; the connection is closed and the
+    frame counted under ``reason`` (a limit has its own, so that it shows when it bites)."""
+
+    def __init__(self, message: str, reason: str = "malformed_frame"):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -153,6 +158,8 @@ def _entries(data: bytes, gz: bool, max_decompressed: int) -> Iterator[Any]:
         for piece in (_gunzip_pieces(data, max_decompressed) if gz else _slices(data)):
             unpacker.feed(piece)
             yield from unpacker
+    except FrameError:  # the gzip reader's own (a ValueError too): its message and reason stand
+        raise
     except (ValueError, TypeError, msgpack.UnpackException) as e:  # TypeError: an unhashable map key
         raise FrameError(f"packed entries are not msgpack: {e}") from None
     # Was the last entry cut? tell() cannot say: the unpacker takes in a partial container. A nil byte
@@ -186,7 +193,7 @@ def checked_chunk(entries: Callable[[], Iterator[Any]], max_entries: int, hold: 
     for batch in _batches(entries()):
         count += len(batch)
         if count > max_entries:
-            raise FrameError(f"chunk holds more than {max_entries} entries")
+            raise FrameError(f"chunk holds more than {max_entries} entries", "too_many_entries")
         if parts is None:  # only checking: what records_to_text would refuse
             why = next(filter(None, map(_refusal, batch)), "")
             if why:
@@ -235,7 +242,7 @@ def _gunzip_pieces(data: bytes, limit: int) -> Iterator[bytes]:
                 raise FrameError(f"gzip data is corrupt: {e}") from None
             total += len(out)
             if total > limit:
-                raise FrameError(f"decompressed chunk exceeds {limit} bytes")
+                raise FrameError(f"decompressed chunk exceeds {limit} bytes", "too_large_decompressed")
             if out:
                 yield out
             buf = d.unconsumed_tail
@@ -272,7 +279,7 @@ def frame_text(frame: Any, max_decompressed: int, max_entries: int) -> tuple[Chu
     opts = frame[2] if len(frame) > 2 and isinstance(frame[2], dict) else {}
     if isinstance(body, list):  # Forward mode: already decoded by the frame reader (bounded by its size)
         if len(body) > max_entries:
-            raise FrameError(f"chunk holds more than {max_entries} entries")
+            raise FrameError(f"chunk holds more than {max_entries} entries", "too_many_entries")
         text, _, ignored = records_to_text(body)
         return Chunk([text], ignored), opts
     if isinstance(body, (bytes, bytearray)):  # PackedForward, maybe gzip-compressed
@@ -546,7 +553,7 @@ class ForwardSource(Receiver):
                     st = self.settings
                     lines, opts = frame_text(frame, st.max_decompressed_bytes, st.max_entries)
                 except FrameError as e:
-                    self.reject("malformed_frame")
+                    self.reject(e.reason)
                     log.info("forward: closing a connection: %s", e)
                     return
                 # Counted before the ack: the pipeline has seen every record once this returns.

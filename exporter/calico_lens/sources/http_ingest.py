@@ -251,8 +251,9 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 chunk = body_text(body, "gzip" in self.headers.get("Content-Encoding", ""),
                                   self.headers.get("Content-Type", ""), s.max_decompressed_bytes, s.max_entries)
-            except FrameError as e:
-                self._refuse(400, "malformed_body", close=False)
+            except FrameError as e:  # a limit: 413 and its own reason (as a body announced too large)
+                limit = e.reason != "malformed_frame"
+                self._refuse(413 if limit else 400, e.reason if limit else "malformed_body", close=False)
                 log.info("http: refused a body: %s", e)
                 return
             try:
