@@ -7,12 +7,14 @@ pure-Python paths are used, with the same results, slower; `calico-lens --versio
   shared library at run time (the image has none).
 """
 
-import glob
+import os
+import sysconfig
 
 from setuptools import Extension, setup
 
-_static = sorted(glob.glob("/usr/lib/*/libyaml.a") + glob.glob("/usr/lib/libyaml.a")
-                 + glob.glob("/usr/local/lib/libyaml.a"))
+_arch = sysconfig.get_config_var("MULTIARCH") or ""  # this Python's, e.g. x86_64-linux-gnu
+_static = [p for p in (f"/usr/lib/{_arch}/libyaml.a", "/usr/lib/libyaml.a", "/usr/local/lib/libyaml.a")
+           if os.path.isfile(p)]
 _yaml = {"extra_objects": _static[:1]} if _static else {"libraries": ["yaml"]}
 
 setup(ext_modules=[
