@@ -322,6 +322,10 @@ class Receiver(Source):
         self.budget = settings.max_buffered_bytes
         self._buffered = 0
         self._budget_lock = threading.Lock()
+        # Frames are read piece by piece, so connections that each hold part of the budget could all
+        # be refused with none finished. One connection at a time may go on past it: a full budget
+        # still finishes a frame, and the bound is the budget plus one frame's hold.
+        self._past: Any = None
 
     # --- slots: on a node every client shares 127.0.0.1, so per-address limits cannot keep one peer
     # from holding them all; when they are full, the connection waiting longest gives its slot up.
@@ -346,17 +350,23 @@ class Receiver(Source):
         cut(conn)
         return True
 
-    def take(self, n: int) -> bool:
-        """Reserve ``n`` bytes of the frame budget shared by every connection; False when it is spent."""
+    def take(self, n: int, conn: Any = None) -> bool:
+        """Reserve ``n`` bytes of the frame budget shared by every connection; False when it is spent,
+        unless ``conn`` (a connection reading a frame piece by piece) may go on past it."""
         with self._budget_lock:
             if self._buffered + n > self.budget:
-                return False
+                if conn is None or self._past not in (None, conn):
+                    return False
+                self._past = conn
             self._buffered += n
             return True
 
-    def give(self, n: int) -> None:
+    def give(self, n: int, conn: Any = None) -> None:
+        """Return ``n`` bytes; ``conn`` has finished (or dropped) its frame."""
         with self._budget_lock:
             self._buffered -= n
+            if conn is not None and conn is self._past:
+                self._past = None
 
     def deliver_all(self, chunk: Chunk) -> None:
         """Every batch of one chunk, each counted before this returns (the ack or 200 comes after)."""
@@ -455,7 +465,7 @@ class ForwardSource(Receiver):
                 with self._lock:
                     self._active -= 1
                 self.working(conn)
-                self.give(self._held.pop(conn, 0))
+                self.give(self._held.pop(conn, 0), conn)
 
     def _read_obj(self, conn: socket.socket, unpacker: msgpack.Unpacker) -> Any:
         """The next msgpack object; raises on idle, slow or oversized input."""
@@ -493,7 +503,7 @@ class ForwardSource(Receiver):
             elif last - started > self.settings.frame_timeout:
                 raise FrameError("slow_client")
             # Read buffer, then the frame: two bytes held per byte read.
-            if not self.take(2 * len(data)):
+            if not self.take(2 * len(data), conn):
                 raise FrameError("over_memory_budget")  # closed and counted: the client resends later
             self._held[conn] += 2 * len(data)
             try:
@@ -559,7 +569,7 @@ class ForwardSource(Receiver):
                 # Counted before the ack: the pipeline has seen every record once this returns.
                 self.deliver_all(lines)
             del frame, lines  # counted and gone: its bytes go back to the budget
-            self.give(self._held[conn])
+            self.give(self._held[conn], conn)
             self._held[conn] = 0
             chunk = opts.get("chunk")
             if chunk is not None:
