@@ -477,10 +477,10 @@ class ForwardSource(Receiver):
             except StopIteration:
                 pass
             except msgpack.BufferFull:
-                raise FrameError("frame_too_large") from None
+                raise FrameError("frame_too_large", "frame_too_large") from None
             except (msgpack.FormatError, msgpack.StackError, msgpack.ExtraData, ValueError, TypeError) as e:
                 # TypeError: a map whose key is a list or a map, which no dict can hold
-                raise FrameError(f"malformed_msgpack: {e}") from None
+                raise FrameError(f"malformed_msgpack: {e}", "malformed_msgpack") from None
             if started is None:  # between frames: this connection's slot may be given to a newcomer
                 self.waiting(conn)
             try:
@@ -488,11 +488,11 @@ class ForwardSource(Receiver):
             except TimeoutError:
                 now = time.monotonic()
                 if started is not None and now - started > self.settings.frame_timeout:
-                    raise FrameError("slow_client") from None
+                    raise FrameError("slow_client", "slow_client") from None
                 if now - last > self.settings.idle_timeout:
-                    raise FrameError("idle_timeout") from None
+                    raise FrameError("idle_timeout", "idle_timeout") from None
                 if self.stopped.is_set():
-                    raise FrameError("shutting_down") from None
+                    raise FrameError("shutting_down", "shutting_down") from None
                 continue
             self.working(conn)
             if not data:
@@ -501,15 +501,16 @@ class ForwardSource(Receiver):
             if started is None:
                 started = last
             elif last - started > self.settings.frame_timeout:
-                raise FrameError("slow_client")
+                raise FrameError("slow_client", "slow_client")
             # Read buffer, then the frame: two bytes held per byte read.
             if not self.take(2 * len(data), conn):
-                raise FrameError("over_memory_budget")  # closed and counted: the client resends later
+                # closed and counted: the client resends later
+                raise FrameError("over_memory_budget", "over_memory_budget")
             self._held[conn] += 2 * len(data)
             try:
                 unpacker.feed(data)
             except msgpack.BufferFull:
-                raise FrameError("frame_too_large") from None
+                raise FrameError("frame_too_large", "frame_too_large") from None
 
     def _handshake(self, conn: socket.socket, unpacker: msgpack.Unpacker) -> bool:
         s = self.settings
@@ -555,7 +556,7 @@ class ForwardSource(Receiver):
             except EOFError:
                 return
             except FrameError as e:
-                self.reject(str(e).split(":")[0])
+                self.reject(e.reason)
                 log.info("forward: closing a connection: %s", e)
                 return
             with self.DECODING:
