@@ -162,6 +162,13 @@ static void close_collection(Builder *b) {
     Py_CLEAR(f->obj);
 }
 
+/* An anchor or an explicit tag on a node: PyYAML gives those their meaning, so the text is its. */
+static int marked(Builder *b, const yaml_char_t *anchor, const yaml_char_t *tag) {
+    if (anchor || tag)
+        b->bail = 1;
+    return b->bail;
+}
+
 /* One event; -1 ends the read (an exception set, or b->bail). */
 static int on_event(Builder *b, yaml_event_t *e, PyObject *docs) {
     switch (e->type) {
@@ -181,26 +188,20 @@ static int on_event(Builder *b, yaml_event_t *e, PyObject *docs) {
         b->bail = 1;
         return -1;
     case YAML_SCALAR_EVENT: {
-        if (e->data.scalar.anchor || e->data.scalar.tag) {
-            b->bail = 1;
+        if (marked(b, e->data.scalar.anchor, e->data.scalar.tag))
             return -1;
-        }
         const char *s = (const char *)e->data.scalar.value;
         size_t n = e->data.scalar.length;
         PyObject *v = e->data.scalar.style == YAML_PLAIN_SCALAR_STYLE ? plain(b, s, n) : text(s, n);
         return v ? place(b, v, 0) : -1;
     }
     case YAML_SEQUENCE_START_EVENT:
-        if (e->data.sequence_start.anchor || e->data.sequence_start.tag) {
-            b->bail = 1;
+        if (marked(b, e->data.sequence_start.anchor, e->data.sequence_start.tag))
             return -1;
-        }
         return open_collection(b, PyList_New(0));
     case YAML_MAPPING_START_EVENT:
-        if (e->data.mapping_start.anchor || e->data.mapping_start.tag) {
-            b->bail = 1;
+        if (marked(b, e->data.mapping_start.anchor, e->data.mapping_start.tag))
             return -1;
-        }
         return open_collection(b, PyDict_New());
     case YAML_SEQUENCE_END_EVENT:
     case YAML_MAPPING_END_EVENT:
