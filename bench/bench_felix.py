@@ -108,15 +108,30 @@ server.start()
 server.wait_for_termination()
 """
 
+_SOURCE_ALONE = """
+import signal, sys, threading
+from calico_lens.sources.felix import FelixSettings, FelixSource
+src = FelixSource(FelixSettings(path=sys.argv[1]), lambda *_: None, lambda *_: None)  # counts nothing
+signal.signal(signal.SIGTERM, lambda *_: src.stop())
+t = threading.Thread(target=src.run)
+t.start()
+while t.is_alive():
+    t.join(0.5)
+"""
+
 
 def grpcio_alone(n: int, clients: int) -> None:
-    """The same clients against a grpcio server whose handler does nothing but answer: the floor any
-    grpcio receiver stands on."""
+    """The same clients against servers that do nothing but answer: grpcio's public server (a
+    thread pool), and the agent's own serving loop on grpcio's completion queue with the record stage
+    left out. The second is the floor the agent stands on."""
     raws = sample_flows(n, keys=2000)
-    with tempfile.TemporaryDirectory() as d:
-        sock = f"{d}/empty.sock"
-        _, cpu = _drive([sys.executable, "-c", _EMPTY_SERVER, sock], sock, raws, clients)
-    print(f"grpcio alone (a handler that only answers): {n / cpu:,.0f} messages/s per core of the server")
+    for what, script in (("grpc.server, a handler that only answers", _EMPTY_SERVER),
+                         ("the felix source's serving loop, counting nothing", _SOURCE_ALONE)):
+        with tempfile.TemporaryDirectory() as d:
+            sock = f"{d}/empty.sock"
+            _, cpu = _drive([sys.executable, "-c", script, sock], sock, raws, clients,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "exporter")})
+        print(f"{what}: {n / cpu:,.0f} messages/s per core of the server")
 
 
 def stage_only(n: int, batch: int = 1, keys: int = 2000) -> None:

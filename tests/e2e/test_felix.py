@@ -156,12 +156,16 @@ def test_garbage_oversize_and_foreign_shapes_are_refused_and_counted(sock: str) 
         felix.send([big])  # over felix_max_message_bytes: refused, counted, receipted
         felix.send_raw(_prerelease_update(), cache=False)  # strings where 3.30 has enums: never misread
         felix.send(known_flows())  # and real flows still count
+        with pytest.raises(grpc.RpcError) as refused:  # past gRPC's own limit (2 × ours): refused unread
+            felix.send_raw(b"\x0a\x90\x4e" + b"x" * 10000, cache=False)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         text = a.metrics()
         felix.close()
     errors = source_errors(text)
     assert errors[("felix", "malformed")] == 1
     assert errors[("felix", "oversize")] == 1
     assert errors[("felix", "unknown_shape")] == 1
+    assert errors[("felix", "stream_broken")] == 1  # the agent saw the stream end, and says so
     assert inputs(text)[("felix", "malformed")] == 3
     assert inputs(text)[("felix", "parsed")] == 3
     assert total(text, names.CONNS_STARTED + "_total") == 11
@@ -199,6 +203,38 @@ def test_many_streams_at_once_and_the_stream_limit(sock: str) -> None:
     assert inputs(text)[("felix", "parsed")] == 104
     assert total(text, names.CONNS_STARTED + "_total") == 104
     assert source_errors(text)[("felix", "too_many_streams")] == 1
+
+
+def test_idle_streams_are_cut_and_felix_comes_back(sock: str) -> None:
+    with agent(sock, "--config", _config(sock, felix_idle_timeout="1s")) as a:
+        felix = StandInFelix(sock)
+        felix.send(known_flows()[:1])
+        end = time.monotonic() + 15  # silent past the timeout: the agent cuts the stream
+        while samples(a.metrics())[names.FELIX_STREAMS][0][1] != 0:
+            assert time.monotonic() < end, "idle stream still open"
+            time.sleep(0.2)
+        with pytest.raises(grpc.RpcError) as cut:
+            felix.send(known_flows()[1:2])  # the cut stream answers with an error, no receipt
+        assert cut.value.code() == grpc.StatusCode.CANCELLED
+        assert felix.connect() == 2  # Felix reconnects and resends both; only the unreceipted one counts
+        text = a.metrics()
+        felix.close()
+    assert source_errors(text)[("felix", "idle_timeout")] == 1
+    assert inputs(text)[("felix", "parsed")] == 2
+    assert inputs(text)[("felix", "ignored")] == 1
+
+
+def test_other_methods_are_refused(sock: str) -> None:
+    with agent(sock) as a:
+        with grpc.insecure_channel("unix:" + sock) as ch:
+            with pytest.raises(grpc.RpcError) as refused:
+                ch.unary_unary("/goldmane.FlowCollector/Other")(b"", timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        felix = StandInFelix(sock)
+        felix.send(known_flows())  # the socket still serves Felix
+        text = a.metrics()
+        felix.close()
+    assert inputs(text)[("felix", "parsed")] == 3
 
 
 def test_socket_file_lifecycle_and_readiness(sock: str, tmp_path: Path) -> None:

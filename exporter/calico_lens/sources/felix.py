@@ -19,10 +19,9 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from dataclasses import dataclass
 
-import grpc
+from grpc._cython import cygrpc  # grpcio's core binding, under grpc.server and grpc.aio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from calico_lens.metrics import names
@@ -31,7 +30,7 @@ from calico_lens.sources.base import ErrorSink, Source
 from calico_lens.sources.registry import FELIX_SOCKET
 
 log = logging.getLogger(__name__)
-SERVICE, METHOD = "goldmane.FlowCollector", "Connect"
+METHOD_PATH = b"/goldmane.FlowCollector/Connect"
 ENABLE_HINT = ("turn on Felix's local flow reporter (Calico >= 3.30.1): kubectl patch felixconfiguration default "
                "--type merge -p '{\"spec\":{\"flowLogsLocalReporter\":\"Enabled\"}}'")
 
@@ -48,14 +47,29 @@ class FelixSettings:
 
 
 class _Stream:
-    __slots__ = ("context", "last")
+    """One Connect call. It is the tag of its message batches; ``closed`` tags the batch that
+    completes when the call is over (ended by either side, or cancelled)."""
 
-    def __init__(self, context: grpc.ServicerContext):
-        self.context = context
+    __slots__ = ("call", "closed", "cut", "last")
+
+    def __init__(self, call: cygrpc.Call):
+        self.call = call
         self.last = time.monotonic()
+        self.closed = (self,)
+        self.cut = False  # cancelled by us (idle); counted once
+
+
+_NEW, _SHUTDOWN = object(), object()  # tags of an incoming call and of the server's shutdown
 
 
 class FelixSource(Source):
+    """A gRPC server on grpcio's own completion queue, served from this source's one thread.
+
+    grpcio's ``grpc.server`` hands every message from its polling thread to a handler thread and
+    every reply back, four thread switches per FlowUpdate; here the thread that polls also counts
+    the record and starts the next batch (receipt out, next message in), which halves the agent's
+    CPU per record (bench/bench_felix.py). These are the calls ``grpc.server`` itself is built on."""
+
     name = "felix"
 
     def __init__(self, settings: FelixSettings, deliver: Deliver, error: ErrorSink):
@@ -64,42 +78,69 @@ class FelixSource(Source):
         self.deliver = deliver
         self.connects = 0
         self.last_flow = 0.0  # wall time of the newest record, for the staleness gauge
-        self._streams: dict[int, _Stream] = {}
-        self._lock = threading.Lock()
+        self._streams: dict[int, _Stream] = {}  # changed only by the serving thread
         self._since = time.monotonic()  # when a stream was last open (or the source started)
         self._problem = ""  # why the socket could not be served
+        self._stopping = False  # calls end because we stop: not counted as broken
+        self._served = threading.Event()  # set while no serving loop runs
+        self._served.set()
 
-    # -- the gRPC method ------------------------------------------------------------------------
-    def _connect(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
-        s = _Stream(context)
-        with self._lock:
-            busy = len(self._streams) >= self.settings.max_streams
-            if not busy:
-                self._streams[id(s)] = s
-                self.connects += 1
-        if busy:  # counted here; grpc itself refuses only past max_streams + 1 at once
+    # -- one Connect call -----------------------------------------------------------------------
+    def _accept(self, call: cygrpc.Call, method: bytes) -> None:
+        if method != METHOD_PATH:
+            _finish(call, cygrpc.StatusCode.unimplemented, f"calico-lens serves only {METHOD_PATH.decode()}", True)
+            return
+        if len(self._streams) >= self.settings.max_streams:
             self.error(self.name, "too_many_streams", 1)
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"calico-lens: more than felix_max_streams={self.settings.max_streams} flow streams")
+            _finish(call, cygrpc.StatusCode.resource_exhausted,
+                    f"calico-lens: more than felix_max_streams={self.settings.max_streams} flow streams", True)
+            return
+        s = _Stream(call)
+        self._streams[id(s)] = s
+        self.connects += 1
         log.info("felix: a flow stream connected")
+        call.start_server_batch((cygrpc.ReceiveCloseOnServerOperation(0),), s.closed)
+        call.start_server_batch((cygrpc.SendInitialMetadataOperation(None, 0), cygrpc.ReceiveMessageOperation(0)), s)
+
+    def _message(self, s: _Stream, ev: cygrpc.BatchOperationEvent) -> None:
+        if not ev.success:  # the call broke or was cancelled: its close batch tidies up
+            if not (s.cut or self._stopping):
+                # Felix went without closing its side (a restart), or gRPC refused a message over its
+                # own limit (the sender then sees RESOURCE_EXHAUSTED): counted, never silent.
+                self.error(self.name, "stream_broken", 1)
+                log.info("felix: a flow stream broke off (Felix restarted, or it sent a message over "
+                         "2 × felix_max_message_bytes, which gRPC refuses before it is read)")
+            return
+        raw = ev.batch_operations[-1].message()
+        if raw is None:  # Felix closed its side: end the call cleanly
+            _finish(s.call, cygrpc.StatusCode.ok, "")
+            return
+        s.last = time.monotonic()
         try:
-            for raw in requests:
-                s.last = time.monotonic()
-                # Counted (parsed, a resend, or refused by reason: oversize, malformed, unknown_shape)
-                # before the receipt; a refused record is receipted too, or Felix would resend it forever.
-                self.deliver(self.name, RecordBatch((raw,)))
-                self.last_flow = time.time()
-                yield b""  # FlowReceipt{} is empty on the wire
-        except Exception as e:  # a failed read, or a record that could not be counted: no receipt
-            if context.is_active():
-                self.error(self.name, "stream_error", 1)
-                log.warning("felix: closing a flow stream: %s", e)
-                # An error status, so that Felix reconnects and resends what got no receipt.
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"calico-lens: record not counted: {e}")
-        finally:
-            with self._lock:
-                self._streams.pop(id(s), None)
-                self._since = time.monotonic()
+            # Counted (parsed, a resend, or refused by reason: oversize, malformed, unknown_shape)
+            # before the receipt; a refused record is receipted too, or Felix would resend it forever.
+            self.deliver(self.name, RecordBatch((raw,)))
+        except Exception as e:  # a record that could not be counted: no receipt
+            self.error(self.name, "stream_error", 1)
+            log.warning("felix: closing a flow stream: %s", e)
+            # An error status, so that Felix reconnects and resends what got no receipt.
+            _finish(s.call, cygrpc.StatusCode.unavailable, f"calico-lens: record not counted: {e}")
+            return
+        self.last_flow = time.time()
+        # FlowReceipt{} is empty on the wire; the next message is read in the same batch.
+        s.call.start_server_batch((cygrpc.SendMessageOperation(b"", 0), cygrpc.ReceiveMessageOperation(0)), s)
+
+    def _closed(self, s: _Stream) -> None:
+        if self._streams.pop(id(s), None) is not None:
+            self._since = time.monotonic()
+
+    def _close_idle(self) -> None:
+        cutoff = time.monotonic() - self.settings.idle_timeout
+        for s in list(self._streams.values()):
+            if s.last < cutoff and not s.cut:
+                s.cut = True
+                self.error(self.name, "idle_timeout", 1)
+                s.call.cancel()
 
     # -- serving --------------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -113,60 +154,101 @@ class FelixSource(Source):
             raise OSError(f"felix: {path} exists and is not a socket; remove it or choose another path")
         os.unlink(path)  # a stale socket from an earlier run
 
-    def run(self) -> None:
+    def _listen(self, cq: cygrpc.CompletionQueue) -> cygrpc.Server:
         st = self.settings
-        self._problem = ""  # a retry starts clean
+        self._prepare()
+        server = cygrpc.Server((("grpc.max_receive_message_length", 2 * st.max_message_bytes + 4096),
+                                ("grpc.max_send_message_length", 1024),
+                                ("grpc.so_reuseport", 0)), False)
+        server.register_completion_queue(cq)
+        # Owner only (Felix runs as root on the node): the socket is born 0600 under this umask,
+        # so there is no moment when another local user could connect.
+        old = os.umask(0o177)
         try:
-            self._prepare()
-            server = grpc.server(
-                futures.ThreadPoolExecutor(max_workers=st.max_streams + 2, thread_name_prefix="felix"),
-                maximum_concurrent_rpcs=st.max_streams + 1,  # one more, so that a refusal is counted
-                options=[("grpc.max_receive_message_length", 2 * st.max_message_bytes + 4096),
-                         ("grpc.max_send_message_length", 1024),
-                         ("grpc.so_reuseport", 0)])
-            handler = grpc.method_handlers_generic_handler(
-                SERVICE, {METHOD: grpc.stream_stream_rpc_method_handler(self._connect)})
-            server.add_generic_rpc_handlers((handler,))
-            # Owner only (Felix runs as root on the node): the socket is born 0600 under this umask,
-            # so there is no moment when another local user could connect.
-            old = os.umask(0o177)
-            try:
-                if not server.add_insecure_port("unix:" + st.path):
-                    raise OSError(f"felix: cannot listen on {st.path}")
-                server.start()
-            finally:
-                os.umask(old)
-            os.chmod(st.path, 0o600)
-        except (OSError, RuntimeError) as e:  # grpcio reports a failed bind as RuntimeError
-            self._problem = str(e) if str(e).startswith("felix:") else f"felix: cannot listen on {st.path}: {e}"
+            if not server.add_http2_port(("unix:" + st.path).encode()):
+                raise OSError(f"felix: cannot listen on {st.path}")
+            server.start()
+        finally:
+            os.umask(old)
+        os.chmod(st.path, 0o600)
+        return server
+
+    def _dispatch(self, ev: cygrpc.BaseEvent, server: cygrpc.Server, cq: cygrpc.CompletionQueue, open_: bool) -> None:
+        tag = ev.tag
+        if tag is _NEW:
+            if open_:
+                server.request_call(cq, cq, _NEW)
+            if ev.success:
+                self._accept(ev.call, ev.call_details.method)
+        elif type(tag) is _Stream:
+            self._message(tag, ev)
+        elif type(tag) is tuple:
+            self._closed(tag[0])
+
+    def run(self) -> None:
+        self._problem = ""  # a retry starts clean
+        cq = cygrpc.CompletionQueue()
+        try:
+            server = self._listen(cq)
+        except (OSError, RuntimeError, ValueError) as e:
+            why = str(e)
+            self._problem = why if why.startswith("felix:") else f"felix: cannot listen on {self.settings.path}: {why}"
             self.error(self.name, "listen_failed", 1)
             raise
-        log.info("felix: listening on %s for goldmane.FlowCollector/Connect", st.path)
+        log.info("felix: listening on %s for goldmane.FlowCollector/Connect", self.settings.path)
+        timeout = cygrpc.CompletionType.queue_timeout
+        server.request_call(cq, cq, _NEW)
+        self._stopping = False
+        self._served.clear()
         try:
-            while not self.stopped.wait(1.0):
-                self._close_idle()
+            next_check = time.monotonic() + 1.0
+            while not self.stopped.is_set():
+                ev = cq.poll(time.time() + 0.5)
+                if ev.completion_type != timeout:
+                    self._dispatch(ev, server, cq, True)
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + 1.0
+                    self._close_idle()
         finally:
-            server.stop(grace=1).wait(5)
+            self._stop_serving(server, cq)
             try:
-                os.unlink(st.path)
+                os.unlink(self.settings.path)
             except OSError:
                 pass
+            self._served.set()
 
-    def _close_idle(self) -> None:
-        cutoff = time.monotonic() - self.settings.idle_timeout
-        with self._lock:
-            idle = [s for s in self._streams.values() if s.last < cutoff]
-        for s in idle:
-            self.error(self.name, "idle_timeout", 1)
-            s.context.cancel()
+    def stop(self) -> None:
+        """Stop, and wait (bounded) until the calls are ended and the socket file removed."""
+        super().stop()
+        self._served.wait(10)
+
+    def _stop_serving(self, server: cygrpc.Server, cq: cygrpc.CompletionQueue) -> None:
+        """No new calls; a second for receipts in flight to go out, then every call is cancelled
+        (what got no receipt Felix sends again) and the queue drained."""
+        self._stopping = True
+        server.shutdown(cq, _SHUTDOWN)
+        grace, end, down = time.monotonic() + 1.0, time.monotonic() + 6.0, False
+        cancelled = False
+        while time.monotonic() < end and not (down and not self._streams):
+            if not cancelled and time.monotonic() >= grace:
+                server.cancel_all_calls()
+                cancelled = True
+            ev = cq.poll(time.time() + 0.2)
+            if ev.completion_type == cygrpc.CompletionType.queue_timeout:
+                continue
+            if ev.tag is _SHUTDOWN:
+                down = True
+            else:
+                self._dispatch(ev, server, cq, False)
+        self._streams.clear()
+        self._since = time.monotonic()
+        server.destroy()
 
     # -- readiness and self-metrics -------------------------------------------------------------
     def not_ready(self) -> str:
         if self._problem:
             return self._problem
-        with self._lock:
-            open_now = len(self._streams)
-            since = self._since
+        open_now, since = len(self._streams), self._since
         absent = time.monotonic() - since
         if not open_now and absent > self.settings.absent_after:
             what = "has connected" if not self.connects else "has been connected"
@@ -175,8 +257,7 @@ class FelixSource(Source):
         return ""
 
     def families(self) -> Iterator[Metric]:
-        with self._lock:
-            streams = len(self._streams)
+        streams = len(self._streams)
         g = GaugeMetricFamily(names.FELIX_STREAMS, "Felix flow streams connected to the felix source now.")
         g.add_metric((), streams)
         yield g
@@ -186,3 +267,12 @@ class FelixSource(Source):
         t = GaugeMetricFamily(names.FELIX_LAST_FLOW, "Unix time the newest Felix flow record arrived (0: none yet).")
         t.add_metric((), self.last_flow)
         yield t
+
+
+def _finish(call: cygrpc.Call, code: cygrpc.StatusCode, details: str, refused: bool = False) -> None:
+    """End a call with a status; a call ``refused`` at once has sent no headers and awaits no close
+    yet. The batch completes with no tag: nothing waits on it."""
+    status = cygrpc.SendStatusFromServerOperation(None, code, details.encode(), 0)
+    ops = ((cygrpc.SendInitialMetadataOperation(None, 0), cygrpc.ReceiveCloseOnServerOperation(0), status)
+           if refused else (status,))
+    call.start_server_batch(ops, None)
