@@ -181,7 +181,12 @@ class FelixSource(Source):
             if ev.success:
                 self._accept(ev.call, ev.call_details.method)
         elif type(tag) is _Stream:
-            self._message(tag, ev)
+            try:
+                self._message(tag, ev)
+            except cygrpc.ExecuteBatchError as e:  # grpcio refused a batch: end this call, not the source
+                self.error(self.name, "stream_error", 1)
+                log.warning("felix: closing a flow stream: %s", e)
+                tag.call.cancel()
         elif type(tag) is tuple:
             self._closed(tag[0])
 
