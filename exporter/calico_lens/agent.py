@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import queue
 import signal
 import threading
@@ -19,6 +20,7 @@ from calico_lens.kube.metadata import MetadataStore
 from calico_lens.metrics.collector import LensCollector, render, rtt_families
 from calico_lens.metrics.tables import Tables
 from calico_lens.pipeline import FlowPipeline, RecordBatch
+from calico_lens.records import SeenFileError
 from calico_lens.retry import jitter
 from calico_lens.server import self_metrics, serve_config
 from calico_lens.sources import registry
@@ -152,6 +154,7 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self.httpd = None
+        self._seen_files: list[str] = []  # felix: what was counted, kept across a restart (felix_keep_seen)
 
     def exposition(self, openmetrics: bool = False) -> bytes:
         return render(self.registry, self.tables, openmetrics)
@@ -228,7 +231,7 @@ class Agent:
         return self._receiver(s, HttpIngestSource)
 
     def _build_felix(self, s: registry.SourceSpec) -> Source:
-        from calico_lens.sources.felix import FelixSettings, FelixSource
+        from calico_lens.sources.felix import FelixSettings, FelixSource, seen_file
 
         c = self.cfg
         settings = FelixSettings(path=s.arg.removeprefix("unix:"), max_message_bytes=c.felix_max_message_bytes,
@@ -236,7 +239,40 @@ class Agent:
                                  absent_after=c.felix_absent_after)
         src = FelixSource(settings, self.pipeline.accept, self._error)
         self.tables.add_families(src.families)
+        if c.felix_keep_seen:
+            self._load_seen(seen_file(settings.path))
         return src
+
+    def _load_seen(self, path: str) -> None:
+        """Before any record: the flows the agent before us counted, which Felix resends after every
+        reconnect. The file is used once (a later crash must not find it stale)."""
+        stage = self.pipeline.enable_records()
+        try:
+            n = stage.load_seen(path)
+        except FileNotFoundError:
+            n = -1  # the first start on this node, or the last agent did not stop cleanly
+        except (OSError, SeenFileError) as e:
+            n = -1
+            self.pipeline.source_error("felix", "seen_file_unreadable")
+            log.warning("felix: not using %s (%s); resends after this restart may count twice", path, e)
+        if n >= 0:
+            log.info("felix: %d flows counted before this restart are known: their resends are not counted again", n)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self._seen_files.append(path)
+
+    def _save_seen(self) -> None:
+        stage = self.pipeline.records
+        for path in self._seen_files:
+            if stage is None or not os.path.isdir(os.path.dirname(path) or "."):
+                continue
+            try:
+                n = stage.save_seen(path)
+                log.info("felix: %d counted flows kept in %s for the next agent", n, path)
+            except OSError as e:
+                log.warning("felix: cannot keep the counted flows in %s: %s; resends may count twice", path, e)
 
     def start(self, kube: bool = True) -> None:
         if self.cfg.snapshot:
@@ -328,6 +364,7 @@ class Agent:
         self._stop.set()
         for s in self._sources:
             s.stop()
+        self._save_seen()  # after the sources: no record comes in any more
         if self.watcher:
             self.watcher.stop()
         self._queue.put(None)

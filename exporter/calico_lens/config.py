@@ -73,6 +73,9 @@ class Config:
     felix_absent_after: float = 60.0  # no Felix connected this long: not ready, with the fix in the message
     felix_dedupe_max: int = 200000  # (key, start, end) entries kept to drop Felix's resends
     felix_label_cache_size: int = 20000  # distinct Felix flow keys whose labels are remembered
+    # On stop, write what was counted beside the socket, so that the next agent does not count
+    # Felix's resends of it again (Felix resends its last 5 minutes to every new connection).
+    felix_keep_seen: bool = True
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -161,7 +164,7 @@ def _coerce(name: str, value: Any) -> Any:
         return _int(name, value, 1)
     if name == "series_ttl":
         return _duration(name, value)
-    if name in ("external_by_ip", "tcp_stats", "conntrack"):
+    if name in ("external_by_ip", "tcp_stats", "conntrack", "felix_keep_seen"):
         return _bool(name, value)
     if name in ("tcp_interval", "unreplied_after"):
         return _duration(name, value)

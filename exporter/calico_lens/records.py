@@ -7,6 +7,9 @@ minutes after every reconnect. Labels are computed once per distinct key (its by
 
 from __future__ import annotations
 
+import hashlib
+import os
+import struct
 import sys
 import threading
 import time
@@ -123,6 +126,10 @@ class PyFlowDedupe:
         self.newest = max(self.newest, start)
         return True
 
+    def dump(self) -> bytes:
+        """(identity, start) pairs, oldest first, packed as _scan.FlowDedupe.dump() packs them."""
+        return b"".join(_SEEN_PAIR.pack(i, start) for i, start in self._seen.items())
+
     def trim(self, horizon: int, limit: int) -> None:
         seen, oldest_kept = self._seen, self.newest - horizon
         while seen:
@@ -135,7 +142,19 @@ class PyFlowDedupe:
 
 
 def _py_ident(key: bytes, start: int, end: int) -> int:
-    return hash((key, start, end))
+    """Not hash(): identities outlive the process (the seen file), and str/bytes hashes are salted."""
+    d = hashlib.blake2b(key, digest_size=8)
+    d.update(_SEEN_PAIR.pack(start & 0xFFFFFFFFFFFFFFFF, end))
+    return int.from_bytes(d.digest(), "little") or 1
+
+
+class SeenFileError(ValueError):
+    """A seen file that cannot be used (another format, machine or identity scheme; cut short)."""
+
+
+_SEEN_PAIR = struct.Struct("=Qq")  # as _scan.c's Seen: identity, start (native order: the node's own file)
+# The header names the identity scheme and byte order: a file from the other scheme would match nothing.
+_SEEN_MAGIC = b"calico-lens seen flows v1 "
 
 
 class FlowRecordStage:
@@ -305,6 +324,53 @@ class FlowRecordStage:
             row = lab.live = live_t.bind(lab.flow, [start, 0, True], n)
         live_t.set_live(row, start, n)
         return True
+
+    # -- what was counted, across agent restarts ------------------------------------------------
+    def _seen_header(self) -> bytes:
+        scheme = b"c" if flow_ident is not None else b"py"
+        return _SEEN_MAGIC + scheme + b" " + sys.byteorder.encode() + b"\n"
+
+    def save_seen(self, path: str) -> int:
+        """Write the identities of the flows counted lately (Felix may still resend them) to ``path``,
+        owner only, replaced atomically. Returns how many."""
+        with self._lock:
+            body = self._seen.dump()
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(self._seen_header() + body)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return len(body) // _SEEN_PAIR.size
+
+    def load_seen(self, path: str) -> int:
+        """Remember the flows a previous agent counted (its ``save_seen``), so that Felix's resends
+        of them after the restart are not counted again. Returns how many; raises SeenFileError."""
+        head, pair = self._seen_header(), _SEEN_PAIR.size
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            got = f.read(len(head))
+            if got != head:
+                raise SeenFileError(f"header {got[:60]!r}, want {head!r}")
+            if (size - len(head)) % pair:
+                raise SeenFileError(f"{size - len(head)} bytes of entries, not a multiple of {pair}")
+            # the newest felix_dedupe_max of them (the file is oldest first)
+            f.seek(len(head) + max(0, (size - len(head)) // pair - self.dedupe_max) * pair)
+            body = f.read(self.dedupe_max * pair)
+        body = body[:len(body) // pair * pair]  # the file changed under us: whole entries only
+        n = len(body) // _SEEN_PAIR.size
+        with self._lock:
+            add = self._seen.add
+            for ident, start in _SEEN_PAIR.iter_unpack(body):
+                add(ident, start)
+            self._seen.trim(DEDUPE_HORIZON, self.dedupe_max)
+        return n
 
     @property
     def dedupe_evicted(self) -> int:

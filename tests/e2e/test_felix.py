@@ -115,10 +115,12 @@ def test_resends_after_reconnect_are_not_counted_twice(sock: str) -> None:
 
 def test_agent_restart_while_felix_keeps_sending(sock: str) -> None:
     felix = StandInFelix(sock)
+    seen = Path(sock).parent / "calico-lens-seen-flows"
     with agent(sock) as a:
         felix.send(known_flows(NOW - 30))
         assert total(a.metrics(), names.CONNS_STARTED + "_total") == 11
     assert not os.path.exists(sock)  # removed on exit
+    assert stat.S_IMODE(seen.stat().st_mode) == 0o600  # what it counted, kept for the next agent
     with pytest.raises(grpc.RpcError):
         felix.send(known_flows(NOW)[:1])  # the agent is gone: no receipt, Felix keeps the flow
     with agent(sock) as a:
@@ -130,12 +132,48 @@ def test_agent_restart_while_felix_keeps_sending(sock: str) -> None:
             except grpc.RpcError:
                 assert time.monotonic() < end
                 time.sleep(0.2)
+        assert not seen.exists()  # read once
         text = a.metrics()
     felix.close()
-    # the new process counts everything Felix still holds, each flow once (it never saw them),
-    # the one that found no agent included
-    assert inputs(text)[("felix", "parsed")] == 4
-    assert total(text, names.CONNS_STARTED + "_total") == 11 + 3
+    # Felix resent all four: the three the old agent counted are known, so only the one that found
+    # no agent counts. Prometheus adds the new process's counters to the old ones across the reset.
+    assert inputs(text)[("felix", "parsed")] == 1
+    assert inputs(text)[("felix", "ignored")] == 3
+    assert total(text, names.CONNS_STARTED + "_total") == 3
+
+
+def test_without_the_seen_file_a_restart_counts_felixs_cache_again(sock: str) -> None:
+    felix = StandInFelix(sock)
+    off = ("--config", _config(sock, felix_keep_seen=False))
+    with agent(sock, *off):
+        felix.send(known_flows(NOW - 30))
+    assert not (Path(sock).parent / "calico-lens-seen-flows").exists()
+    with agent(sock, *off) as a:
+        end = time.monotonic() + 20
+        while True:
+            try:
+                felix.connect()
+                break
+            except grpc.RpcError:
+                assert time.monotonic() < end
+                time.sleep(0.2)
+        text = a.metrics()
+    felix.close()
+    assert inputs(text)[("felix", "parsed")] == 3  # counted by both processes: twice across the restart
+
+
+def test_an_unreadable_seen_file_is_counted_and_set_aside(sock: str) -> None:
+    seen = Path(sock).parent / "calico-lens-seen-flows"
+    seen.parent.mkdir(parents=True)
+    seen.write_bytes(b"not what an agent writes")
+    with agent(sock) as a:
+        felix = StandInFelix(sock)
+        felix.send(known_flows())
+        text = a.metrics()
+        felix.close()
+    assert source_errors(text)[("felix", "seen_file_unreadable")] == 1
+    assert inputs(text)[("felix", "parsed")] == 3
+    assert seen.read_bytes().startswith(b"calico-lens seen flows v1 ")  # replaced on stop
 
 
 def test_garbage_oversize_and_foreign_shapes_are_refused_and_counted(sock: str) -> None:

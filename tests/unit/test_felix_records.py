@@ -315,3 +315,52 @@ def test_c_flow_dedupe_equals_the_python_one(ops) -> None:
             c.trim(a, b)
             py.trim(a, b)
         assert (len(c), c.evicted, c.newest) == (len(py), py.evicted, py.newest)
+        assert c.dump() == py.dump()
+
+
+# --- what was counted, across agent restarts (the seen file) ------------------------------------
+@pytest.fixture(params=["c", "python"])
+def scheme(request, monkeypatch) -> str:
+    import calico_lens.records as records
+
+    if request.param == "python":  # as on a machine without a compiler
+        for name in ("felix_batch", "FlowDedupe", "flow_ident"):
+            monkeypatch.setattr(records, name, None)
+    return request.param
+
+
+def _interval(start: int) -> list:
+    return [flow(POD_A, POD_B, 5432, "allow", "src", start, connections=(2, 1, 1)),
+            flow(POD_B, POD_A, 8080, "allow", "dst", start, connections=(1, 1, 0))]
+
+
+def test_a_new_agent_does_not_count_again_what_the_old_one_counted(scheme: str, tmp_path: Path) -> None:
+    path = str(tmp_path / "seen")
+    old_pipe, old = stage()
+    feed(old_pipe, _interval(1000) + _interval(1015))
+    assert old.save_seen(path) == 4
+    pipe, new = stage()
+    assert new.load_seen(path) == 4
+    feed(pipe, _interval(1000) + _interval(1015) + _interval(1030))  # Felix resends its cache, then goes on
+    assert pipe.out.inputs[("felix", "parsed")] == 2
+    assert pipe.out.inputs[("felix", "ignored")] == 4
+    assert rows(new.started) == 3
+
+
+def test_seen_files_that_do_not_fit_are_refused_and_the_newest_kept(scheme: str, tmp_path: Path) -> None:
+    from calico_lens.records import SeenFileError
+
+    path = tmp_path / "seen"
+    pipe, st_ = stage()
+    feed(pipe, [f for t in range(1000, 1150, 15) for f in _interval(t)])  # 20 flows
+    st_.save_seen(str(path))
+    data = path.read_bytes()
+    _, small = stage(felix_dedupe_max=6)
+    assert small.load_seen(str(path)) == 6
+    pipe2 = small  # the six newest are known: a resend of the newest interval is not counted
+    assert pipe2.add(list(updates(_interval(1135))), lambda *_: None) == (0, 2, 0)
+    for bad, why in ((data[:-3], "not a multiple"), (b"something else\n" + data[40:], "header"),
+                     (data.replace(b" c " if scheme == "c" else b" py ", b" zz ", 1), "header")):
+        path.write_bytes(bad)
+        with pytest.raises(SeenFileError, match=why):
+            stage()[1].load_seen(str(path))

@@ -968,6 +968,16 @@ static PyObject *dd_trim(FlowDedupe *d, PyObject *args) {
     }
     Py_RETURN_NONE;
 }
+/* dump() -> bytes: (identity u64, start i64) pairs, oldest first, in this machine's byte order. */
+static PyObject *dd_dump(FlowDedupe *d, PyObject *unused) {
+    (void)unused;
+    if (!dd_ready(d)) return NULL;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, d->n * (Py_ssize_t)sizeof(Seen));
+    if (!out) return NULL;
+    Seen *dst = (Seen *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < d->n; i++) dst[i] = d->ring[(d->head + i) % d->ring_cap];
+    return out;
+}
 static Py_ssize_t dd_len(FlowDedupe *d) { return d->n; }
 static PyObject *dd_get_evicted(FlowDedupe *d, void *c) { (void)c; return PyLong_FromSsize_t(d->evicted); }
 static PyObject *dd_get_newest(FlowDedupe *d, void *c) { (void)c; return PyLong_FromLongLong(d->newest); }
@@ -978,6 +988,7 @@ static PyGetSetDef dd_getset[] = {
 };
 static PyMethodDef dd_methods[] = {
     {"add", (PyCFunction)dd_add_py, METH_VARARGS, "add(ident, start) -> True if new, False for a resend"},
+    {"dump", (PyCFunction)dd_dump, METH_NOARGS, "dump() -> bytes of (ident u64, start i64) pairs, oldest first"},
     {"trim", (PyCFunction)dd_trim, METH_VARARGS,
      "trim(horizon, max): forget flows started more than horizon before the newest, and the oldest past max"},
     {NULL, NULL, 0, NULL},

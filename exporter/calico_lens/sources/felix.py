@@ -37,6 +37,13 @@ ENABLE_HINT = ("turn on Felix's local flow reporter (Calico >= 3.30.1): kubectl 
 Deliver = Callable[[str, RecordBatch], None]
 
 
+def seen_file(socket_path: str) -> str:
+    """Where the agent keeps what it counted for the next agent: beside the socket, on the node
+    (the directory Felix and the agent share outlives the pod, and goes with a reboot as Felix's
+    own memory of recent flows does)."""
+    return os.path.join(os.path.dirname(socket_path) or ".", "calico-lens-seen-flows")
+
+
 @dataclass
 class FelixSettings:
     path: str = FELIX_SOCKET
