@@ -155,6 +155,7 @@ class Agent:
         self._stop = threading.Event()
         self.httpd = None
         self._seen_files: list[str] = []  # felix: what was counted, kept across a restart (felix_keep_seen)
+        self._seen_lock = threading.Lock()  # the periodic save and the last one
 
     def exposition(self, openmetrics: bool = False) -> bytes:
         return render(self.registry, self.tables, openmetrics)
@@ -263,16 +264,23 @@ class Agent:
                 pass
         self._seen_files.append(path)
 
-    def _save_seen(self) -> None:
+    def _save_seen(self, last: bool = True) -> None:
         stage = self.pipeline.records
-        for path in self._seen_files:
-            if stage is None or not os.path.isdir(os.path.dirname(path) or "."):
-                continue
-            try:
-                n = stage.save_seen(path)
-                log.info("felix: %d counted flows kept in %s for the next agent", n, path)
-            except OSError as e:
-                log.warning("felix: cannot keep the counted flows in %s: %s; resends may count twice", path, e)
+        with self._seen_lock:
+            for path in self._seen_files:
+                if stage is None or not os.path.isdir(os.path.dirname(path) or "."):
+                    continue
+                try:
+                    n = stage.save_seen(path)
+                    log.log(logging.INFO if last else logging.DEBUG, "felix: %d counted flows kept in %s", n, path)
+                except OSError as e:
+                    log.warning("felix: cannot keep the counted flows in %s: %s; resends may count twice", path, e)
+
+    def _keep_seen(self) -> None:
+        """Also while running: after a crash (no clean stop) only what was counted since the last
+        save counts twice."""
+        while not self._stop.wait(self.cfg.felix_seen_save_interval):
+            self._save_seen(last=False)
 
     def start(self, kube: bool = True) -> None:
         if self.cfg.snapshot:
@@ -292,6 +300,8 @@ class Agent:
             src = self.make_source(spec)
             self._sources.append(src)
             self._spawn(self._run_source(src), f"source-{spec.text}")
+        if self._seen_files:  # read by the felix builder above
+            self._spawn(self._keep_seen, "keep-seen")
         log.info("serving %s/metrics; sources: %s", self.cfg.metrics_address, ", ".join(self.cfg.sources) or "none")
 
     def _spawn(self, target, name: str) -> None:

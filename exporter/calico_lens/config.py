@@ -76,6 +76,7 @@ class Config:
     # On stop, write what was counted beside the socket, so that the next agent does not count
     # Felix's resends of it again (Felix resends its last 5 minutes to every new connection).
     felix_keep_seen: bool = True
+    felix_seen_save_interval: float = 60.0  # ... and this often while running (a crash counts this much twice)
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -135,6 +136,7 @@ def _coerce(name: str, value: Any) -> Any:
                 "felix_label_cache_size"):
         return _int(name, value, 1)
     if name in ("forward_idle_timeout", "forward_frame_timeout", "felix_idle_timeout", "felix_absent_after",
+                "felix_seen_save_interval",
                 "metrics_request_timeout"):
         return _duration(name, value)
     if name == "forward_users":

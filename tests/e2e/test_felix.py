@@ -53,6 +53,18 @@ def sock(tmp_path: Path) -> str:
     return str(tmp_path / "flows" / "flows.sock")  # the directory does not exist yet: the agent makes it
 
 
+def reconnect(felix: StandInFelix) -> int:
+    """As Felix does after an agent restart: try until the socket is served (a crashed agent's file
+    may still be there), then resend the cache."""
+    end = time.monotonic() + 20
+    while True:
+        try:
+            return felix.connect()
+        except grpc.RpcError:
+            assert time.monotonic() < end, "the new agent never served the socket"
+            time.sleep(0.2)
+
+
 def agent(sock: str, *extra: str) -> AgentProcess:
     a = AgentProcess("--source", f"felix:unix:{sock}", *extra, ready=False)
     end = time.monotonic() + 20
@@ -124,14 +136,7 @@ def test_agent_restart_while_felix_keeps_sending(sock: str) -> None:
     with pytest.raises(grpc.RpcError):
         felix.send(known_flows(NOW)[:1])  # the agent is gone: no receipt, Felix keeps the flow
     with agent(sock) as a:
-        end = time.monotonic() + 20
-        while True:  # Felix retries until the socket is back, then resends its cache
-            try:
-                felix.connect()
-                break
-            except grpc.RpcError:
-                assert time.monotonic() < end
-                time.sleep(0.2)
+        reconnect(felix)
         assert not seen.exists()  # read once
         text = a.metrics()
     felix.close()
@@ -142,6 +147,32 @@ def test_agent_restart_while_felix_keeps_sending(sock: str) -> None:
     assert total(text, names.CONNS_STARTED + "_total") == 3
 
 
+def test_after_a_crash_only_what_came_since_the_last_save_counts_again(sock: str) -> None:
+    felix = StandInFelix(sock)
+    seen = Path(sock).parent / "calico-lens-seen-flows"
+    conf = ("--config", _config(sock, felix_seen_save_interval="1s"))
+    a = agent(sock, *conf)
+    try:
+        felix.send(known_flows(NOW - 30))
+        end = time.monotonic() + 15
+        while not seen.exists():  # saved while running
+            assert time.monotonic() < end, "no periodic save"
+            time.sleep(0.1)
+        time.sleep(1.5)  # one more save, after the last record for sure
+        a.proc.kill()  # a crash: no clean stop, no last save
+        a.proc.wait(10)
+    finally:
+        a.close()
+    felix.close_stream()
+    with agent(sock, *conf) as a:  # the crashed agent's socket file is still there: retry until served
+        reconnect(felix)
+        felix.send(known_flows(NOW)[:1])
+        text = a.metrics()
+    felix.close()
+    assert inputs(text)[("felix", "parsed")] == 1
+    assert inputs(text)[("felix", "ignored")] == 3
+
+
 def test_without_the_seen_file_a_restart_counts_felixs_cache_again(sock: str) -> None:
     felix = StandInFelix(sock)
     off = ("--config", _config(sock, felix_keep_seen=False))
@@ -149,14 +180,7 @@ def test_without_the_seen_file_a_restart_counts_felixs_cache_again(sock: str) ->
         felix.send(known_flows(NOW - 30))
     assert not (Path(sock).parent / "calico-lens-seen-flows").exists()
     with agent(sock, *off) as a:
-        end = time.monotonic() + 20
-        while True:
-            try:
-                felix.connect()
-                break
-            except grpc.RpcError:
-                assert time.monotonic() < end
-                time.sleep(0.2)
+        reconnect(felix)
         text = a.metrics()
     felix.close()
     assert inputs(text)[("felix", "parsed")] == 3  # counted by both processes: twice across the restart
