@@ -71,8 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     agent = sub.add_parser("agent", help="run the node daemon: read flow logs, serve /metrics",
-                           description="Read flow log sources, keep Kubernetes metadata, serve /metrics, "
-                                       "/healthz and /readyz (ready after the first metadata sync).")
+                           description="Read flow log sources (and Kubernetes metadata, which the felix source "
+                                       "alone does not need), serve /metrics, /healthz and /readyz: not ready "
+                                       "until the first metadata sync, while a source cannot run, or when no "
+                                       "Felix has been connected to the felix source for a minute. Settings: "
+                                       "the README's table; any of them also as CALICO_LENS_<NAME> in the "
+                                       "environment.")
     _common(agent)
 
     replay = sub.add_parser("replay", help="count the flows in log files and print the metrics",
