@@ -66,6 +66,7 @@ SETTINGS: dict[str, Any] = {
     "unreplied_for": "10m",
     "staged_for": "15m",  # a staged policy that would deny allowed traffic, judged over this long
     "felix_absent_for": "15m",  # an agent with the felix source and no Felix stream for this long
+    "felix_flush_for": "5m",  # a flush at Felix's buffer, still the largest of the last 15 min this much later
     "score_drop": 10,  # points below the day's best
     "score_for": "15m",
     "default_deny_for": "10m",  # a policy replaced by delete-then-create is not a lost default deny
@@ -327,6 +328,14 @@ def build(settings: dict[str, Any] | None = None) -> dict:
                    "{{ $labels.instance }} has the felix source but no Felix stream: flowLogsLocalReporter is off, "
                    "Calico is older than 3.30.1, or the socket directory is not shared with calico-node.",
                    s, s["felix_absent_for"]),
+            _alert("CalicoLensFelixFlushOverBuffer",
+                   f"max by {by('job, instance')} (max_over_time({n.FELIX_FLUSH_RECORDS}{{{agent}}}[15m]))\n"
+                   f">= {n.FELIX_CLIENT_BUFFER}", "warning",
+                   "Felix's flushes are larger than its flow client's buffer: it drops flow records.",
+                   "Felix on {{ $labels.instance }} sent {{ $value }} flow records in one flush; its flow client "
+                   f"buffers {n.FELIX_CLIENT_BUFFER} and drops the rest of a flush (Felix logs \"Flow client buffer "
+                   "full, dropping flow\"). Shorten flowLogsFlushInterval so that each flush holds fewer flows.",
+                   s, s["felix_flush_for"]),
         ],
     }
     return {"groups": [flows_group, records_group, dns_group, tcp_group, posture_group, agent_group]}

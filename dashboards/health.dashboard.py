@@ -55,4 +55,8 @@ dashboard = dashboard("health", "calico-lens / Cluster health", "Policies, prote
                "files rotated or missing, Forward clients cut off. No data while nothing goes wrong.", "short",
                [target(f"sum by (source, reason) (increase({n.SOURCE_ERRORS}_total{{{SEL}}}[{RATE}]))",
                        "{{source}} {{reason}}")], (0, 29, 24, 8)),
+    timeseries("Felix flush size", "New flow records in Felix's newest flush, by node. Felix's flow client buffers "
+               f"{n.FELIX_CLIENT_BUFFER:,} and drops the rest of a larger flush: at that line, shorten "
+               "flowLogsFlushInterval. No data without the felix source.", "short",
+               [target(f"max by (instance) ({n.FELIX_FLUSH_RECORDS}{{{SEL}}})", "{{instance}}")], (0, 37, 24, 8)),
 ])

@@ -92,6 +92,11 @@ class FlowPipeline:
                                     "felix_dedupe_max (a resend of one would count twice).")
             c.add_metric((), self.records.dedupe_evicted)
             yield c
+            f = GaugeMetricFamily(names.FELIX_FLUSH_RECORDS, "New Felix flow records of its newest flush interval "
+                                  f"so far; Felix buffers {names.FELIX_CLIENT_BUFFER} and drops the rest of a larger "
+                                  "flush.")
+            f.add_metric((), self.records.flush_records())
+            yield f
 
     def process(self, source: str, text: str) -> ParseResult:
         """Account for one batch of complete lines from ``source``: kernel flow lines and CoreDNS

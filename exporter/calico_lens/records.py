@@ -182,6 +182,7 @@ class FlowRecordStage:
         self.dedupe_max = cfg.felix_dedupe_max
         self.label_evictions = 0
         self._interval = -1  # the last interval start the live table was told of
+        self._flushes: dict[int, int] = {}  # interval start → new records: how big Felix's flushes are
 
     # -- labels, once per distinct key ---------------------------------------------------------
     def _side(self, name: str, namespace: str, etype: int, labels, granularity: str) -> tuple[str, str, str]:
@@ -274,6 +275,8 @@ class FlowRecordStage:
                 if felix_batch is not None:
                     i, p, d = felix_batch(raws, i, limit, self._labels, _Labels, self._seen, now, self._interval)
                     parsed, dup = parsed + p, dup + d
+                    if p:  # C counts only records of the current interval
+                        self._flushes[self._interval] = self._flushes.get(self._interval, 0) + p
                     if i >= total:
                         break
                 got = self._one(raws[i], limit, now)
@@ -315,6 +318,10 @@ class FlowRecordStage:
                     row = slot[3] = table.bind(labels, [0.0, now, True])
                 row[0] += n
                 row[1] = now
+        flushes = self._flushes
+        flushes[start] = flushes.get(start, 0) + 1
+        if len(flushes) > 8:  # a few recent intervals (resends may add to older ones)
+            del flushes[min(flushes)]
         live_t = self.live
         if start != self._interval:
             live_t.interval(start)
@@ -371,6 +378,11 @@ class FlowRecordStage:
                 add(ident, start)
             self._seen.trim(DEDUPE_HORIZON, self.dedupe_max)
         return n
+
+    def flush_records(self) -> int:
+        """New records of the newest flush interval so far (Felix sends a flush's records together)."""
+        with self._lock:
+            return self._flushes[max(self._flushes)] if self._flushes else 0
 
     @property
     def dedupe_evicted(self) -> int:

@@ -294,7 +294,7 @@ def test_the_c_path_counts_as_the_python_path(batches, cap, dedupe_max, drop) ->
         finally:
             records.felix_batch, records.FlowDedupe, records.flow_ident = saved
         tables = tuple(sorted(t.snapshot()) for t in (*stage_.tables, stage_.live))
-        return results, tables, stage_.dedupe_entries(), stage_.dedupe_evicted
+        return results, tables, stage_.dedupe_entries(), stage_.dedupe_evicted, stage_.flush_records()
 
     assert run(True) == run(False)
 
@@ -364,3 +364,21 @@ def test_seen_files_that_do_not_fit_are_refused_and_the_newest_kept(scheme: str,
         path.write_bytes(bad)
         with pytest.raises(SeenFileError, match=why):
             stage()[1].load_seen(str(path))
+
+
+def test_the_size_of_felixs_newest_flush_is_reported(scheme: str) -> None:
+    """Felix pushes a flush's records into a buffer of 5,000 and drops the rest: the agent shows how
+    many records the newest flush brought, so an alert can tell when it reaches that buffer."""
+    def interval(start: int, n: int) -> list:
+        return [flow(POD_A, ("pod", "shop", f"svc{k}-7d9c5b8f4-*"), 80, "allow", "src", start) for k in range(n)]
+
+    pipe, st_ = stage()
+    assert st_.flush_records() == 0
+    feed(pipe, interval(1000, 3))
+    assert st_.flush_records() == 3
+    feed(pipe, interval(1015, 4)[:2])
+    feed(pipe, interval(1015, 4))  # the first two again (resends): not counted twice
+    assert st_.flush_records() == 4
+    feed(pipe, interval(1000, 3) + interval(1000, 5)[3:])  # a late record of an older interval
+    assert st_.flush_records() == 4
+    assert pipe.out.inputs[("felix", "parsed")] == 3 + 4 + 2

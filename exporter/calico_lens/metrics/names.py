@@ -129,6 +129,10 @@ FELIX_CONNECTS = f"{PREFIX}_felix_connections"  # _total: streams Felix opened
 FELIX_LAST_FLOW = f"{PREFIX}_felix_last_flow_timestamp_seconds"  # gauge: when the last flow record arrived
 FELIX_DEDUPE_ENTRIES = f"{PREFIX}_felix_dedupe_entries"  # gauge
 FELIX_DEDUPE_EVICTIONS = f"{PREFIX}_felix_dedupe_evictions"  # _total: entries dropped by the bound
+FELIX_FLUSH_RECORDS = f"{PREFIX}_felix_flush_records"  # gauge: new records of Felix's newest flush interval
+# Felix's flow client buffers this many records while it waits for receipts and drops the rest of a
+# larger flush (goldmane/pkg/client: a channel of 5000, Push drops when full).
+FELIX_CLIENT_BUFFER = 5000
 TCP_HELP = {
     TCP_SEGMENTS: "TCP segments received (in) and sent (out) by the workload's pods.",
     TCP_RETRANS: "TCP segments the workload's pods retransmitted.",
@@ -210,4 +214,5 @@ ALL_METRICS: tuple[str, ...] = (
     FELIX_LAST_FLOW,
     FELIX_DEDUPE_ENTRIES,
     FELIX_DEDUPE_EVICTIONS,
+    FELIX_FLUSH_RECORDS,
 )
