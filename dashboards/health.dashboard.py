@@ -58,5 +58,5 @@ dashboard = dashboard("health", "calico-lens / Cluster health", "Policies, prote
     timeseries("Felix flush size", "New flow records in Felix's newest flush, by node. Felix's flow client buffers "
                f"{n.FELIX_CLIENT_BUFFER:,} and drops the rest of a larger flush: at that line, shorten "
                "flowLogsFlushInterval. No data without the felix source.", "short",
-               [target(f"max by (instance) ({n.FELIX_FLUSH_RECORDS}{{{SEL}}})", "{{instance}}")], (0, 37, 24, 8)),
+               [target(f"max by (node) ({n.FELIX_FLUSH_RECORDS}{{{SEL}}})", "{{node}}")], (0, 37, 24, 8)),
 ])
