@@ -251,7 +251,7 @@ class Agent:
         try:
             n = stage.load_seen(path)
         except FileNotFoundError:
-            n = -1  # the first start on this node, or the last agent did not stop cleanly
+            n = -1  # the first start on this node (or since a reboot), or felix_keep_seen was off
         except (OSError, SeenFileError) as e:
             n = -1
             self.pipeline.source_error("felix", "seen_file_unreadable")
