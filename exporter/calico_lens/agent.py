@@ -247,22 +247,20 @@ class Agent:
     def _load_seen(self, path: str) -> None:
         """Before any record: the flows the agent before us counted, which Felix resends after every
         reconnect. The file is used once (a later crash must not find it stale)."""
-        stage = self.pipeline.enable_records()
+        self._seen_files.append(path)
         try:
-            n = stage.load_seen(path)
+            n = self.pipeline.enable_records().load_seen(path)
         except FileNotFoundError:
-            n = -1  # the first start on this node (or since a reboot), or felix_keep_seen was off
+            pass  # the first start on this node (or since a reboot), or felix_keep_seen was off
         except (OSError, SeenFileError) as e:
-            n = -1
             self.pipeline.source_error("felix", "seen_file_unreadable")
             log.warning("felix: not using %s (%s); resends after this restart may count twice", path, e)
-        if n >= 0:
+        else:
             log.info("felix: %d flows counted before this restart are known: their resends are not counted again", n)
             try:
                 os.unlink(path)
             except OSError:
                 pass
-        self._seen_files.append(path)
 
     def _save_seen(self, last: bool = True) -> None:
         stage = self.pipeline.records

@@ -371,7 +371,7 @@ class FlowRecordStage:
             f.seek(len(head) + max(0, (size - len(head)) // pair - self.dedupe_max) * pair)
             body = f.read(self.dedupe_max * pair)
         body = body[:len(body) // pair * pair]  # the file changed under us: whole entries only
-        n = len(body) // _SEEN_PAIR.size
+        n = len(body) // pair
         with self._lock:
             add = self._seen.add
             for ident, start in _SEEN_PAIR.iter_unpack(body):
